@@ -1,0 +1,69 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`. Both build .venv first.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
+.DEFAULT_GOAL := help
+
+# pyenv keeps 3.13 beside the default 3.11 on these machines; the Lambda runtime is python3.13.
+export PYENV_VERSION ?= 3.11.7:3.12.1:3.13.0
+export SAM_CLI_TELEMETRY := 0
+PYTHON313 ?= $(shell command -v python3.13 2>/dev/null)
+VENV := .venv
+BIN := $(VENV)/bin
+# aws-sam-cli pins boto3, click and pydantic hard: it gets a virtualenv of its own.
+SAM_VENV := .venv-sam
+SAM := $(SAM_VENV)/bin/sam
+SAM_VERSION := aws-sam-cli>=1.140,<2
+# sam validate and sam build need credentials and a region, never real ones.
+FAKE_AWS := AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1
+# This machine's pip.conf names local indexes that may not exist; pip warns once per package.
+QUIET_PIP := { grep -v 'is neither a file nor a directory' || true; }
+
+.PHONY: help setup demo test lint typecheck pytest template bench clean
+
+help:
+	@echo "make demo   the story in one command, on an embedded moto server (no AWS account needed)"
+	@echo "make test   ruff, mypy, template checks (sam validate --lint, sam build) and every test"
+	@echo "make bench  classification throughput against plain JSON parsing; results in benchmarks/results/"
+
+$(VENV)/.installed: pyproject.toml
+	@test -n "$(PYTHON313)" || { echo "python3.13 not found: install it (pyenv install 3.13) or set PYTHON313=/path/to/python3.13"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON313) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' 2>&1 | $(QUIET_PIP)
+	touch $@
+
+$(SAM_VENV)/.installed:
+	@test -n "$(PYTHON313)" || { echo "python3.13 not found"; exit 1; }
+	test -x $(SAM_VENV)/bin/python || $(PYTHON313) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check '$(SAM_VERSION)' 2>&1 | $(QUIET_PIP)
+	touch $@
+
+setup: $(VENV)/.installed $(SAM_VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/guardrail demo
+
+test: setup lint typecheck template pytest
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.installed
+	$(BIN)/mypy
+
+template: setup
+	$(FAKE_AWS) $(SAM) validate --lint
+	$(FAKE_AWS) $(SAM) build --build-dir .aws-sam/build
+	@# A CodeUri pointing at a missing folder still "builds": check what came out.
+	test -f .aws-sam/build/ResponderFunction/app.py
+	test -f .aws-sam/build/GuardrailLayer/python/guardrail/data/rules.yaml
+	test -d .aws-sam/build/GuardrailLayer/python/pydantic_core
+
+pytest: $(VENV)/.installed
+	$(BIN)/pytest
+
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/classify_throughput.py
+
+clean:
+	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache benchmarks/results/*.json
