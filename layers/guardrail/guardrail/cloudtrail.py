@@ -1,0 +1,262 @@
+"""Typed CloudTrail records and the three shapes they arrive in.
+
+Powertools ships ``EventBridgeModel`` but no model of the CloudTrail record under ``detail``: this is it.
+Every field CloudTrail may leave out is optional and unknown fields are ignored, because CloudTrail adds
+fields over time and services fill them unevenly. What we cannot do without (who called what, where,
+when, and the event id we deduplicate on) is required, with its type checked.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from guardrail.errors import InvalidEventError
+from guardrail.model import ApiCall, Principal, PrincipalKind
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+CLOUDTRAIL_DETAIL_TYPE = "AWS API Call via CloudTrail"
+# Identity Center provisions these roles; IAM refuses or the next provisioning undoes changes to them.
+IDENTITY_CENTER_ROLE_PREFIX = "AWSReservedSSO_"
+IDENTITY_CENTER_PATH = "/aws-reserved/sso.amazonaws.com/"
+SERVICE_LINKED_PATH = "/aws-service-role/"
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class SessionIssuer(_Lenient):
+    type: str | None = None
+    principal_id: str | None = Field(None, alias="principalId")
+    arn: str | None = None
+    account_id: str | None = Field(None, alias="accountId")
+    user_name: str | None = Field(None, alias="userName")
+
+
+class SessionContext(_Lenient):
+    session_issuer: SessionIssuer | None = Field(None, alias="sessionIssuer")
+    source_identity: str | None = Field(None, alias="sourceIdentity")
+
+
+class UserIdentity(_Lenient):
+    type: str
+    principal_id: str | None = Field(None, alias="principalId")
+    arn: str | None = None
+    account_id: str | None = Field(None, alias="accountId")
+    access_key_id: str | None = Field(None, alias="accessKeyId")
+    user_name: str | None = Field(None, alias="userName")
+    invoked_by: str | None = Field(None, alias="invokedBy")
+    session_context: SessionContext | None = Field(None, alias="sessionContext")
+
+
+class CloudTrailRecord(_Lenient):
+    event_version: str | None = Field(None, alias="eventVersion")
+    event_id: str = Field(alias="eventID", min_length=1, max_length=256)
+    event_time: datetime = Field(alias="eventTime")
+    event_source: str = Field(alias="eventSource", min_length=1, max_length=256)
+    event_name: str = Field(alias="eventName", min_length=1, max_length=256)
+    aws_region: str = Field(alias="awsRegion", min_length=1, max_length=64)
+    user_identity: UserIdentity = Field(alias="userIdentity")
+    source_ip_address: str | None = Field(None, alias="sourceIPAddress")
+    user_agent: str | None = Field(None, alias="userAgent")
+    request_parameters: dict[str, Any] | None = Field(None, alias="requestParameters")
+    error_code: str | None = Field(None, alias="errorCode")
+    error_message: str | None = Field(None, alias="errorMessage")
+    request_id: str | None = Field(None, alias="requestID")
+    event_type: str | None = Field(None, alias="eventType")
+    read_only: bool | None = Field(None, alias="readOnly")
+    recipient_account_id: str | None = Field(None, alias="recipientAccountId")
+
+
+class CloudTrailEnvelope(EventBridgeModel):
+    """An EventBridge event whose detail is a CloudTrail record."""
+
+    detail: CloudTrailRecord
+
+
+def _describe(error: ValidationError, where: str) -> str:
+    problems = []
+    # The CloudTrail record is what matters; envelope bookkeeping fields come after it.
+    errors = sorted(error.errors(), key=lambda e: e["loc"][:1] != ("detail",))
+    for item in errors[:5]:
+        loc = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        problems.append(f"{where}{loc}: {item['msg']}")
+    more = error.error_count() - len(problems)
+    return "; ".join(problems) + (f"; and {more} more" if more > 0 else "")
+
+
+def principal_of(identity: UserIdentity, fallback_account: str) -> Principal:
+    """Who called, in IAM's terms: the role or user a containment would act on."""
+    kind_name = identity.type
+    arn = identity.arn or ""
+    account = identity.account_id or fallback_account
+    issuer = identity.session_context.session_issuer if identity.session_context else None
+    key = identity.access_key_id
+
+    if kind_name == "Root":
+        return Principal(PrincipalKind.ROOT, arn, account, "root", access_key_id=key)
+    if kind_name == "IAMUser":
+        name = identity.user_name or arn.rpartition("/")[2]
+        return Principal(PrincipalKind.USER, arn, account, name, access_key_id=key)
+    if kind_name == "AssumedRole":
+        role_arn = issuer.arn if issuer and issuer.arn else None
+        name = (issuer.user_name if issuer else None) or _role_name_from_session_arn(arn)
+        session = arn.rpartition("/")[2] if arn.count("/") >= 2 else None
+        path = role_arn.split(":", 5)[-1] if role_arn else ""
+        if name.startswith(IDENTITY_CENTER_ROLE_PREFIX) or IDENTITY_CENTER_PATH in path:
+            kind = PrincipalKind.IDENTITY_CENTER
+        elif SERVICE_LINKED_PATH in path:
+            kind = PrincipalKind.SERVICE_LINKED
+        else:
+            kind = PrincipalKind.ROLE
+        return Principal(kind, arn, account, name, role_arn, session, key)
+    if kind_name == "AWSService":
+        return Principal(PrincipalKind.SERVICE, arn, account, identity.invoked_by or "", access_key_id=key)
+    if kind_name == "FederatedUser":
+        name = issuer.user_name if issuer and issuer.user_name else arn.rpartition("/")[2]
+        return Principal(PrincipalKind.FEDERATED, arn, account, name or "", access_key_id=key)
+    if kind_name == "IdentityCenterUser":
+        return Principal(PrincipalKind.IDENTITY_CENTER, arn, account, identity.user_name or "")
+    return Principal(PrincipalKind.UNKNOWN, arn, account, identity.user_name or "", access_key_id=key)
+
+
+def _role_name_from_session_arn(arn: str) -> str:
+    # arn:aws:sts::123456789012:assumed-role/RoleName/session
+    resource = arn.split(":", 5)[-1]
+    parts = resource.split("/")
+    return parts[1] if len(parts) >= 3 and parts[0] == "assumed-role" else ""
+
+
+def api_call_of(record: CloudTrailRecord, envelope_account: str | None = None) -> ApiCall:
+    account = record.recipient_account_id or envelope_account or record.user_identity.account_id or ""
+    return ApiCall(
+        event_id=record.event_id,
+        event_time=record.event_time,
+        event_source=record.event_source,
+        event_name=record.event_name,
+        region=record.aws_region,
+        account=account,
+        principal=principal_of(record.user_identity, account),
+        request=record.request_parameters or {},
+        error_code=record.error_code or None,
+        error_message=record.error_message,
+        source_ip=record.source_ip_address,
+        user_agent=record.user_agent,
+        read_only=record.read_only,
+        request_id=record.request_id,
+    )
+
+
+def parse_event(event: object) -> ApiCall:
+    """An EventBridge envelope or a bare CloudTrail record, as decoded JSON, to an ApiCall.
+
+    Raises InvalidEventError, saying what is wrong, for anything else.
+    """
+    if not isinstance(event, Mapping):
+        raise InvalidEventError(f"expected a JSON object, got {type(event).__name__}")
+    try:
+        if "detail" in event or "detail-type" in event:
+            detail_type = event.get("detail-type")
+            if detail_type != CLOUDTRAIL_DETAIL_TYPE:
+                raise InvalidEventError(
+                    f"detail-type is {_clip(detail_type)!r}, expected {CLOUDTRAIL_DETAIL_TYPE!r}"
+                )
+            try:
+                envelope = CloudTrailEnvelope.model_validate(event)
+            except ValidationError as exc:
+                raise InvalidEventError(_describe(exc, "")) from None
+            return api_call_of(envelope.detail, envelope.account)
+        if "eventSource" in event or "eventName" in event or "userIdentity" in event:
+            try:
+                return api_call_of(CloudTrailRecord.model_validate(event))
+            except ValidationError as exc:
+                raise InvalidEventError(_describe(exc, "")) from None
+    except RecursionError:
+        raise InvalidEventError("event is nested too deeply to be a CloudTrail record") from None
+    keys = ", ".join(sorted(str(k) for k in list(event)[:8])) or "none"
+    raise InvalidEventError(
+        f"neither an EventBridge envelope (detail-type, detail) nor a CloudTrail record "
+        f"(eventSource, eventName, userIdentity); top-level keys: {_clip(keys)}"
+    )
+
+
+def _clip(value: object, limit: int = 80) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+# --- files: what `guardrail classify` reads ------------------------------------------------------------
+
+EVENT_FILE_SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz")
+
+
+def event_files(paths: list[Path]) -> Iterator[Path]:
+    """The files named, and every event file below the directories named, in a stable order."""
+    for path in paths:
+        if path.is_dir():
+            yield from sorted(
+                p for p in path.rglob("*") if p.is_file() and p.name.endswith(EVENT_FILE_SUFFIXES)
+            )
+        else:
+            yield path
+
+
+def read_documents(path: Path) -> Iterator[tuple[str, object]]:
+    """(location, decoded JSON) for each event document in a file.
+
+    A file is one JSON document (an envelope, a record, or a CloudTrail log file with ``Records``) or
+    JSON Lines, optionally gzipped. A log file yields each of its records. A line that does not decode
+    yields an InvalidEventError in place of the document, so the caller can report it and go on.
+    """
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise InvalidEventError(f"{path}: not a readable gzip file ({exc})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidEventError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        document = json.loads(text)
+    except RecursionError:
+        raise InvalidEventError(f"{path}: JSON nested too deeply") from None
+    except json.JSONDecodeError:
+        yield from _json_lines(path, text)
+        return
+    yield from _expand(str(path), document)
+
+
+def _json_lines(path: Path, text: str) -> Iterator[tuple[str, object]]:
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            document = json.loads(line)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            yield where, InvalidEventError(f"{where}: not JSON ({_clip(exc, 120)})")
+            continue
+        yield from _expand(where, document)
+
+
+def _expand(where: str, document: object) -> Iterator[tuple[str, object]]:
+    if isinstance(document, Mapping) and "Records" in document:
+        records = document["Records"]
+        if not isinstance(records, list):
+            yield where, InvalidEventError(f"{where}: Records is {type(records).__name__}, expected a list")
+            return
+        for index, record in enumerate(records):
+            yield f"{where}#Records[{index}]", record
+    else:
+        yield where, document

@@ -1,0 +1,161 @@
+"""Domain vocabulary: severities, categories, decisions, principals and the verdict on one API call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from guardrail.rules import Rule
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return _SEVERITY_RANK[self]
+
+    def lowered(self, steps: int = 1) -> Severity:
+        """One step less severe (never below info): for failed calls and ephemeral resources."""
+        return _SEVERITIES[max(0, self.rank - steps)]
+
+    def at_least(self, other: Severity) -> bool:
+        return self.rank >= other.rank
+
+
+_SEVERITIES = tuple(Severity)
+_SEVERITY_RANK = {s: i for i, s in enumerate(_SEVERITIES)}
+
+
+class Category(StrEnum):
+    DESTRUCTIVE = "destructive"
+    GUARDRAIL_TAMPERING = "guardrail_tampering"
+    PRIVILEGE_ESCALATION = "privilege_escalation"
+    ACCESS_DENIED = "access_denied"
+    ROOT_ACTIVITY = "root_activity"
+    BENIGN = "benign"
+
+
+class Decision(StrEnum):
+    IGNORE = "ignore"
+    NOTIFY = "notify"
+    CONTAIN = "contain"
+
+
+class Environment(StrEnum):
+    """The multi-account strategy: how much an agent may do depends on the account it works in."""
+
+    SANDBOX = "sandbox"
+    DEVELOPMENT = "development"
+    STAGING = "staging"
+    PRODUCTION = "production"
+
+
+class PrincipalKind(StrEnum):
+    ROLE = "role"  # an IAM role, or an assumed-role session of one
+    USER = "user"  # an IAM user
+    ROOT = "root"
+    IDENTITY_CENTER = "identity_center"  # AWSReservedSSO_* roles, owned by IAM Identity Center
+    SERVICE_LINKED = "service_linked"  # roles under /aws-service-role/, owned by an AWS service
+    SERVICE = "service"  # an AWS service principal acting on its own
+    FEDERATED = "federated"  # GetFederationToken sessions
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who made the call, as far as CloudTrail tells it."""
+
+    kind: PrincipalKind
+    arn: str  # the caller as CloudTrail names it (an assumed-role ARN for sessions); "" when absent
+    account: str
+    name: str  # role or user name: what IAM calls take; "" when unknown
+    role_arn: str | None = None  # the IAM role behind a session (with its path)
+    session_name: str | None = None
+    access_key_id: str | None = None
+
+    @property
+    def display(self) -> str:
+        if self.session_name:
+            return f"{self.name}/{self.session_name}"
+        return self.name or self.arn or self.kind.value
+
+    @property
+    def arns(self) -> tuple[str, ...]:
+        """Every ARN a principal pattern may be written against: the caller and the role behind it."""
+        return tuple(a for a in (self.arn, self.role_arn) if a)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiCall:
+    """One CloudTrail record, reduced to what classification and response need."""
+
+    event_id: str
+    event_time: datetime
+    event_source: str
+    event_name: str
+    region: str
+    account: str
+    principal: Principal
+    request: dict[str, object]
+    error_code: str | None = None
+    error_message: str | None = None
+    source_ip: str | None = None
+    user_agent: str | None = None
+    read_only: bool | None = None
+    request_id: str | None = None
+
+    @property
+    def service(self) -> str:
+        return self.event_source.removesuffix(".amazonaws.com")
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the classifier concluded about one call, and what the responder should do about it."""
+
+    call: ApiCall
+    category: Category
+    severity: Severity
+    decision: Decision
+    reason: str
+    environment: Environment
+    rules: tuple[Rule, ...] = ()
+    is_agent: bool = False
+    is_protected: bool = False
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def rule_ids(self) -> list[str]:
+        return [r.id for r in self.rules]
+
+    @property
+    def top_rule(self) -> Rule | None:
+        return self.rules[0] if self.rules else None
+
+    def summary(self) -> dict[str, object]:
+        """The classification as the CLI and the handler report it (one JSON object per event)."""
+        call = self.call
+        return {
+            "event_id": call.event_id,
+            "event_time": call.event_time.isoformat().replace("+00:00", "Z"),
+            "event_source": call.event_source,
+            "event_name": call.event_name,
+            "principal": call.principal.arn or call.principal.display,
+            "account": call.account,
+            "region": call.region,
+            "environment": self.environment.value,
+            "category": self.category.value,
+            "severity": self.severity.value,
+            "rule_ids": self.rule_ids,
+            "decision": self.decision.value,
+            "reason": self.reason,
+        }

@@ -1,0 +1,282 @@
+"""The rule catalogue: declarative rules, validated and compiled once into a lookup index.
+
+A rule names an event source and the event names it covers, optionally narrowed by conditions on the
+request parameters. Classification is one dictionary lookup on (eventSource, eventName) plus the few
+conditions of the rules found there. The data lives in ``data/rules.yaml``; adding a rule means adding an
+entry there and a sample event under ``events/rules/<rule id>.json``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from guardrail.errors import CatalogueError
+from guardrail.model import ApiCall, Category, Severity
+
+_RULE_ID = re.compile(r"^[a-z0-9]+(?:[.-][a-z0-9]+)+$")
+_ATTACK_ID = re.compile(r"^T\d{4}(?:\.\d{3})?$")
+_RULE_KEYS = {"id", "source", "names", "when", "category", "severity", "title", "why", "attack", "fix"}
+_OPERATORS = {"one_of", "prefix", "suffix", "glob", "exists", "self"}
+
+
+def _normalise(value: object) -> str | None:
+    """Compare parameters as CloudTrail's services write them: true, "true" and "TRUE" alike."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value.lower()
+    if isinstance(value, int | float):
+        return str(value)
+    return None
+
+
+def _walk(node: object, segments: tuple[str, ...]) -> Iterator[object]:
+    """Values at a dotted path; a segment ending in [] fans out over a list."""
+    if not segments:
+        yield node
+        return
+    head, rest = segments[0], segments[1:]
+    fan_out = head.endswith("[]")
+    key = head[:-2] if fan_out else head
+    if not isinstance(node, Mapping):
+        return
+    child = node.get(key)
+    if child is None:
+        return
+    if fan_out:
+        # S3 and other XML APIs log a one-element list as the element itself.
+        for item in child if isinstance(child, list) else (child,):
+            yield from _walk(item, rest)
+        return
+    yield from _walk(child, rest)
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """One test on the request parameters at ``path``; true when any value found there passes."""
+
+    path: str
+    operator: str
+    operand: object
+    _test: Callable[[object, str], bool]
+    _segments: tuple[str, ...]
+
+    def holds(self, call: ApiCall) -> bool:
+        values = list(_walk(call.request, self._segments))
+        if self.operator == "exists":
+            return bool(values) == bool(self.operand)
+        actor = call.principal.name.lower()
+        return any(self._test(v, actor) for v in values)
+
+    def describe(self) -> str:
+        return f"{self.path} {self.operator} {self.operand!r}"
+
+
+def _condition(rule_id: str, path: str, spec: object) -> Condition:
+    if isinstance(spec, list):
+        spec = {"one_of": spec}
+    if not isinstance(spec, Mapping) or len(spec) != 1:
+        raise CatalogueError(
+            f"{rule_id}: condition on {path!r} must be a list or one of {sorted(_OPERATORS)}"
+        )
+    ((operator, operand),) = spec.items()
+    test: Callable[[object, str], bool]
+    if operator == "one_of":
+        if not isinstance(operand, list) or not operand:
+            raise CatalogueError(f"{rule_id}: {path}: one_of needs a non-empty list")
+        wanted = frozenset(_normalise(v) for v in operand)
+        if None in wanted:
+            raise CatalogueError(f"{rule_id}: {path}: one_of takes strings, numbers or booleans")
+        test = lambda v, _a: _normalise(v) in wanted  # noqa: E731
+    elif operator in {"prefix", "suffix", "glob"}:
+        options = operand if isinstance(operand, list) else [operand]
+        if not options or not all(isinstance(o, str) and o for o in options):
+            raise CatalogueError(f"{rule_id}: {path}: {operator} needs a string or a list of strings")
+        lowered = tuple(o.lower() for o in options)
+        if operator == "prefix":
+            test = lambda v, _a: isinstance(v, str) and v.lower().startswith(lowered)  # noqa: E731
+        elif operator == "suffix":
+            test = lambda v, _a: isinstance(v, str) and v.lower().endswith(lowered)  # noqa: E731
+        else:
+            pattern = re.compile("|".join(fnmatch.translate(o) for o in lowered))
+            test = lambda v, _a: isinstance(v, str) and pattern.match(v.lower()) is not None  # noqa: E731
+    elif operator == "exists":
+        if not isinstance(operand, bool):
+            raise CatalogueError(f"{rule_id}: {path}: exists takes true or false")
+        test = lambda _v, _a: True  # noqa: E731  (decided in Condition.holds)
+    elif operator == "self":
+        if not isinstance(operand, bool):
+            raise CatalogueError(f"{rule_id}: {path}: self takes true or false")
+        # true: the call targets the caller's own role or user; false: someone else's.
+        if operand:
+            test = lambda v, a: isinstance(v, str) and bool(a) and v.lower() == a  # noqa: E731
+        else:
+            test = lambda v, a: isinstance(v, str) and v.lower() != a  # noqa: E731
+    else:
+        raise CatalogueError(
+            f"{rule_id}: {path}: unknown operator {operator!r}; use one of {sorted(_OPERATORS)}"
+        )
+    return Condition(path, operator, operand, test, tuple(path.split(".")))
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    id: str
+    source: str
+    names: tuple[str, ...]
+    category: Category
+    severity: Severity
+    title: str
+    why: str
+    attack: str
+    fix: str
+    when: tuple[Condition, ...] = ()
+
+    def applies_to(self, call: ApiCall) -> bool:
+        return all(c.holds(call) for c in self.when)
+
+
+@dataclass(frozen=True, slots=True)
+class AccessDeniedPolicy:
+    """How authorization failures are classified, whatever call they refused."""
+
+    error_codes: frozenset[str]
+    rule: Rule
+    attempted_severity: Severity  # when the refused call is one a rule would have flagged
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    rules: tuple[Rule, ...]
+    access_denied: AccessDeniedPolicy
+    index: Mapping[tuple[str, str], tuple[Rule, ...]]
+
+    def matching(self, call: ApiCall) -> tuple[Rule, ...]:
+        """Rules that match, most severe first."""
+        candidates = self.index.get((call.event_source, call.event_name))
+        if not candidates:
+            return ()
+        return tuple(r for r in candidates if r.applies_to(call))
+
+    def is_access_denied(self, error_code: str | None) -> bool:
+        return error_code is not None and error_code in self.access_denied.error_codes
+
+    def by_id(self, rule_id: str) -> Rule:
+        for rule in self.rules:
+            if rule.id == rule_id:
+                return rule
+        if rule_id == self.access_denied.rule.id:
+            return self.access_denied.rule
+        raise KeyError(rule_id)
+
+    def sources(self) -> dict[str, list[str]]:
+        """Event names per event source, sorted: what the EventBridge patterns must route."""
+        result: dict[str, set[str]] = {}
+        for rule in self.rules:
+            result.setdefault(rule.source, set()).update(rule.names)
+        return {s: sorted(n) for s, n in sorted(result.items())}
+
+
+def _text(rule_id: str, entry: Mapping[str, Any], key: str) -> str:
+    value = entry.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise CatalogueError(f"{rule_id}: {key!r} must be a non-empty string")
+    return value.strip()
+
+
+_CLASSIFIER_CATEGORIES = frozenset({Category.BENIGN, Category.ACCESS_DENIED, Category.ROOT_ACTIVITY})
+
+
+def _rule(entry: object, category_must_be: Category | None = None) -> Rule:
+    if not isinstance(entry, Mapping):
+        raise CatalogueError(f"every rule must be a mapping, got {entry!r}")
+    rule_id = entry.get("id")
+    if not isinstance(rule_id, str) or not _RULE_ID.match(rule_id):
+        raise CatalogueError(f"rule id {rule_id!r} must look like service.what-it-catches")
+    unknown = set(entry) - _RULE_KEYS
+    if unknown:
+        raise CatalogueError(f"{rule_id}: unknown keys {sorted(unknown)}")
+    names = entry.get("names")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+        raise CatalogueError(f"{rule_id}: names must be a non-empty list of event names")
+    try:
+        category = Category(_text(rule_id, entry, "category"))
+        severity = Severity(_text(rule_id, entry, "severity"))
+    except ValueError as exc:
+        raise CatalogueError(f"{rule_id}: {exc}") from None
+    if category_must_be is not None and category is not category_must_be:
+        raise CatalogueError(f"{rule_id}: category must be {category_must_be}")
+    if category_must_be is None and category in _CLASSIFIER_CATEGORIES:
+        raise CatalogueError(f"{rule_id}: category {category} is assigned by the classifier, not by rules")
+    attack = _text(rule_id, entry, "attack")
+    if not _ATTACK_ID.match(attack):
+        raise CatalogueError(f"{rule_id}: attack {attack!r} is not a MITRE ATT&CK technique id (T1234[.001])")
+    when = entry.get("when") or {}
+    if not isinstance(when, Mapping):
+        raise CatalogueError(f"{rule_id}: when must map parameter paths to conditions")
+    return Rule(
+        id=rule_id,
+        source=_text(rule_id, entry, "source"),
+        names=tuple(names),
+        category=category,
+        severity=severity,
+        title=_text(rule_id, entry, "title"),
+        why=_text(rule_id, entry, "why"),
+        attack=attack,
+        fix=_text(rule_id, entry, "fix"),
+        when=tuple(_condition(rule_id, str(path), spec) for path, spec in when.items()),
+    )
+
+
+def compile_catalogue(document: object) -> Catalogue:
+    if not isinstance(document, Mapping):
+        raise CatalogueError("the catalogue must be a mapping with 'access_denied' and 'rules'")
+    rules = tuple(_rule(e) for e in document.get("rules") or [])
+    if not rules:
+        raise CatalogueError("the catalogue has no rules")
+    denied = document.get("access_denied")
+    if not isinstance(denied, Mapping):
+        raise CatalogueError("access_denied must be a mapping with error_codes, attempted_severity and rule")
+    codes = denied.get("error_codes")
+    if not isinstance(codes, list) or not codes or not all(isinstance(c, str) for c in codes):
+        raise CatalogueError("access_denied.error_codes must be a non-empty list of error codes")
+    # It applies to any call: its source and names are wildcards, never indexed.
+    denied_rule = _rule({"source": "*", "names": ["*"], **(denied.get("rule") or {})}, Category.ACCESS_DENIED)
+    try:
+        attempted = Severity(str(denied.get("attempted_severity", "medium")))
+    except ValueError as exc:
+        raise CatalogueError(f"access_denied.attempted_severity: {exc}") from None
+
+    seen: set[str] = {denied_rule.id}
+    index: dict[tuple[str, str], list[Rule]] = {}
+    for rule in rules:
+        if rule.id in seen:
+            raise CatalogueError(f"duplicate rule id {rule.id}")
+        seen.add(rule.id)
+        for name in rule.names:
+            index.setdefault((rule.source, name), []).append(rule)
+    compiled = {key: tuple(sorted(found, key=lambda r: -r.severity.rank)) for key, found in index.items()}
+    return Catalogue(rules, AccessDeniedPolicy(frozenset(codes), denied_rule, attempted), compiled)
+
+
+def load_yaml(text: str) -> object:
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        return yaml.load(text, Loader=loader)  # noqa: S506  (a safe loader)
+    except yaml.YAMLError as exc:
+        raise CatalogueError(f"rules.yaml is not valid YAML: {exc}") from None
+
+
+@cache
+def default_catalogue() -> Catalogue:
+    """The shipped catalogue, compiled once per process."""
+    text = resources.files("guardrail").joinpath("data/rules.yaml").read_text(encoding="utf-8")
+    return compile_catalogue(load_yaml(text))

@@ -1,0 +1,183 @@
+"""One typed settings object, read from the environment and validated once, at start-up.
+
+Every problem is reported together, naming the variable, so a bad deploy fails on its first invocation
+with a message an operator can act on rather than on the first incident.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from guardrail.errors import ConfigurationError
+from guardrail.model import Environment, Severity
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+DEFAULT_AGENT_PRINCIPALS = (
+    "arn:aws:iam::*:role/AIAgent*",
+    "arn:aws:sts::*:assumed-role/AIAgent*/*",
+    "arn:aws:iam::*:user/ai-agent*",
+)
+_ACCOUNT_ID = re.compile(r"^\d{12}$")
+
+
+class ContainmentMode(StrEnum):
+    DENY_ALL = "deny_all"
+    REVOKE_SESSIONS = "revoke_sessions"
+    BOTH = "both"
+
+
+class PrincipalPatterns:
+    """ARN glob patterns compiled into one regular expression: one match call per ARN."""
+
+    def __init__(self, patterns: tuple[str, ...]) -> None:
+        self.patterns = patterns
+        self._regex = (
+            re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns)) if patterns else None
+        )
+
+    def matches(self, *arns: str) -> bool:
+        regex = self._regex
+        return regex is not None and any(regex.match(a) for a in arns if a)
+
+    def __repr__(self) -> str:
+        return f"PrincipalPatterns({self.patterns!r})"
+
+
+@dataclass(frozen=True)
+class Settings:
+    agent_principals: PrincipalPatterns = field(
+        default_factory=lambda: PrincipalPatterns(DEFAULT_AGENT_PRINCIPALS)
+    )
+    protected_principals: PrincipalPatterns = field(default_factory=lambda: PrincipalPatterns(()))
+    contain_at: Severity = Severity.HIGH
+    notify_at: Severity = Severity.MEDIUM
+    notify_others_at: Severity = Severity.CRITICAL
+    containment_mode: ContainmentMode = ContainmentMode.DENY_ALL
+    dry_run: bool = False
+    account_environments: Mapping[str, Environment] = field(default_factory=dict)
+    default_environment: Environment = Environment.PRODUCTION
+    topic_arn: str | None = None
+    state_table: str | None = None
+    quarantine_queue_url: str | None = None
+
+    def environment_of(self, account: str) -> Environment:
+        # Unknown accounts are production: never guess in the agent's favour.
+        return self.account_environments.get(account, self.default_environment)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        problems: list[str] = []
+
+        def text(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        def patterns(name: str, default: tuple[str, ...]) -> PrincipalPatterns:
+            raw = env.get(name)
+            if raw is None:
+                return PrincipalPatterns(default)
+            items = tuple(p.strip() for p in raw.split(",") if p.strip())
+            for item in items:
+                if not item.startswith("arn:"):
+                    problems.append(f"{name}: {item!r} is not an ARN pattern (expected arn:aws:...)")
+            return PrincipalPatterns(items)
+
+        def severity(name: str, default: Severity) -> Severity:
+            raw = text(name)
+            if raw is None:
+                return default
+            try:
+                return Severity(raw.lower())
+            except ValueError:
+                problems.append(f"{name}: {raw!r} is not one of {', '.join(Severity)}")
+                return default
+
+        def boolean(name: str, default: bool) -> bool:
+            raw = text(name)
+            if raw is None:
+                return default
+            if raw.lower() in {"true", "1", "yes", "on"}:
+                return True
+            if raw.lower() in {"false", "0", "no", "off"}:
+                return False
+            problems.append(f"{name}: {raw!r} is not a boolean (true or false)")
+            return default
+
+        def mode() -> ContainmentMode:
+            raw = text("GUARDRAIL_CONTAINMENT_ACTION")
+            if raw is None:
+                return ContainmentMode.DENY_ALL
+            try:
+                return ContainmentMode(raw.lower())
+            except ValueError:
+                problems.append(
+                    f"GUARDRAIL_CONTAINMENT_ACTION: {raw!r} is not one of {', '.join(ContainmentMode)}"
+                )
+                return ContainmentMode.DENY_ALL
+
+        def environments() -> dict[str, Environment]:
+            raw = text("GUARDRAIL_ACCOUNT_ENVIRONMENTS")
+            if raw is None:
+                return {}
+            try:
+                decoded = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                problems.append(f"GUARDRAIL_ACCOUNT_ENVIRONMENTS: not JSON ({exc.msg} at {exc.pos})")
+                return {}
+            if not isinstance(decoded, dict):
+                problems.append(
+                    "GUARDRAIL_ACCOUNT_ENVIRONMENTS: expected a JSON object of account id to environment"
+                )
+                return {}
+            result: dict[str, Environment] = {}
+            for account, value in decoded.items():
+                if not _ACCOUNT_ID.match(str(account)):
+                    problems.append(
+                        f"GUARDRAIL_ACCOUNT_ENVIRONMENTS: {account!r} is not a 12-digit account id"
+                    )
+                    continue
+                try:
+                    result[str(account)] = Environment(str(value).lower())
+                except ValueError:
+                    problems.append(
+                        f"GUARDRAIL_ACCOUNT_ENVIRONMENTS: {account}: {value!r} is not one of "
+                        f"{', '.join(Environment)}"
+                    )
+            return result
+
+        agents = patterns("GUARDRAIL_AGENT_PRINCIPALS", DEFAULT_AGENT_PRINCIPALS)
+        if not agents.patterns:
+            problems.append("GUARDRAIL_AGENT_PRINCIPALS: empty, so no principal would ever be contained")
+        topic = text("GUARDRAIL_TOPIC_ARN")
+        if topic is not None and not topic.startswith("arn:"):
+            problems.append(f"GUARDRAIL_TOPIC_ARN: {topic!r} is not an SNS topic ARN")
+        settings = cls(
+            agent_principals=agents,
+            protected_principals=patterns("GUARDRAIL_PROTECTED_PRINCIPALS", ()),
+            contain_at=severity("GUARDRAIL_CONTAIN_AT", Severity.HIGH),
+            notify_at=severity("GUARDRAIL_NOTIFY_AT", Severity.MEDIUM),
+            notify_others_at=severity("GUARDRAIL_NOTIFY_OTHERS_AT", Severity.CRITICAL),
+            containment_mode=mode(),
+            dry_run=boolean("GUARDRAIL_DRY_RUN", False),
+            account_environments=environments(),
+            topic_arn=topic,
+            state_table=text("GUARDRAIL_STATE_TABLE"),
+            quarantine_queue_url=text("GUARDRAIL_QUARANTINE_QUEUE_URL"),
+        )
+        if settings.contain_at.rank < Severity.MEDIUM.rank:
+            problems.append(
+                f"GUARDRAIL_CONTAIN_AT: {settings.contain_at} would contain agents for routine calls; "
+                "use medium, high or critical"
+            )
+        if problems:
+            raise ConfigurationError("invalid configuration:\n  - " + "\n  - ".join(problems))
+        return settings

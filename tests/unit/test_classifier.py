@@ -1,0 +1,183 @@
+"""Decisions: who may be contained, who is only reported, and how failures, roots and tags shift severity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from guardrail.classifier import ROOT_NOTE, classify
+from guardrail.cloudtrail import parse_event
+from guardrail.model import Category, Decision, Environment, PrincipalKind, Severity
+from guardrail.settings import Settings
+from tests.conftest import EVENTS, load_event
+
+
+def verdict_of(relative: str, settings: Settings | None = None, **kwargs: Any) -> Any:
+    return classify(parse_event(load_event(relative)), settings or Settings.from_env({}), **kwargs)
+
+
+@pytest.mark.parametrize("path", sorted(p.name for p in (EVENTS / "benign").glob("*.json")))
+def test_benign_samples_are_ignored(path: str) -> None:
+    verdict = verdict_of(f"benign/{path}")
+    assert (verdict.category, verdict.severity, verdict.decision) == (
+        Category.BENIGN,
+        Severity.INFO,
+        Decision.IGNORE,
+    )
+    assert verdict.rule_ids == []
+
+
+def test_critical_agent_call_is_contained() -> None:
+    verdict = verdict_of("rules/rds.instance-deleted-without-final-snapshot.json")
+    assert verdict.decision is Decision.CONTAIN
+    assert verdict.is_agent
+    assert not verdict.is_protected
+    assert verdict.rule_ids == ["rds.instance-deleted-without-final-snapshot", "rds.instance-deleted"]
+    assert "GUARDRAIL_CONTAIN_AT=high" in verdict.reason
+
+
+def test_denied_attempt_at_a_flagged_call_is_reported_not_contained() -> None:
+    verdict = verdict_of("access-denied/s3-delete-bucket-denied.json")
+    assert verdict.category is Category.ACCESS_DENIED
+    assert verdict.severity is Severity.MEDIUM
+    assert verdict.decision is Decision.NOTIFY
+    assert verdict.rule_ids == ["access.denied", "s3.bucket-deleted"]
+    assert "refused attempt at: S3 bucket deleted" in verdict.reason
+
+
+def test_denied_routine_call_is_low_and_ignored_by_default() -> None:
+    verdict = verdict_of("access-denied/iam-list-roles-denied.json")
+    assert (verdict.category, verdict.severity, verdict.decision) == (
+        Category.ACCESS_DENIED,
+        Severity.LOW,
+        Decision.IGNORE,
+    )
+
+
+@pytest.mark.parametrize(
+    "code",
+    ["AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "Client.UnauthorizedOperation",
+     "UnauthorizedAccess"],
+)  # fmt: skip
+def test_any_authorization_failure_is_access_denied_whatever_the_call(code: str) -> None:
+    event = load_event("rules/cloudtrail.logging-stopped.json")
+    event["detail"]["errorCode"] = code
+    verdict = classify(parse_event(event), Settings.from_env({}))
+    assert verdict.category is Category.ACCESS_DENIED
+    assert verdict.decision is not Decision.CONTAIN
+
+
+def test_failed_destructive_call_is_still_reported_one_step_lower() -> None:
+    verdict = verdict_of("failed/rds-delete-missing-instance.json")
+    assert verdict.category is Category.DESTRUCTIVE
+    assert verdict.severity is Severity.HIGH  # critical, lowered for DBInstanceNotFound
+    assert "the call failed (DBInstanceNotFound)" in verdict.reason
+
+
+def test_root_is_always_critical_and_never_contained() -> None:
+    verdict = verdict_of("principals/root-delete-trail.json")
+    assert verdict.call.principal.kind is PrincipalKind.ROOT
+    assert (verdict.severity, verdict.decision) == (Severity.CRITICAL, Decision.NOTIFY)
+    assert ROOT_NOTE in verdict.reason
+    benign = load_event("benign/s3-create-bucket.json")
+    benign["detail"]["userIdentity"] = load_event("principals/root-delete-trail.json")["detail"][
+        "userIdentity"
+    ]
+    verdict = classify(parse_event(benign), Settings.from_env({}))
+    assert (verdict.category, verdict.severity, verdict.decision) == (
+        Category.ROOT_ACTIVITY,
+        Severity.CRITICAL,
+        Decision.NOTIFY,
+    )
+
+
+def test_non_agents_are_reported_at_critical_and_never_contained() -> None:
+    critical = verdict_of("principals/human-delete-table.json")
+    assert not critical.is_agent
+    assert critical.decision is Decision.NOTIFY
+    high = verdict_of(
+        "rules/s3.bucket-deleted.json",
+        Settings.from_env({"GUARDRAIL_AGENT_PRINCIPALS": "arn:aws:iam::*:role/Nobody"}),
+    )
+    assert high.decision is Decision.IGNORE
+    assert "not a watched agent" in high.reason
+
+
+def test_protected_principal_is_reported_never_contained() -> None:
+    settings = Settings.from_env({"GUARDRAIL_PROTECTED_PRINCIPALS": "arn:aws:iam::*:role/AIAgentRole"})
+    verdict = verdict_of("rules/dynamodb.table-deleted.json", settings)
+    assert verdict.is_agent
+    assert verdict.is_protected
+    assert verdict.decision is Decision.NOTIFY
+    assert "GUARDRAIL_PROTECTED_PRINCIPALS" in verdict.reason
+
+
+def test_agent_matched_by_role_arn_behind_the_session() -> None:
+    settings = Settings.from_env({"GUARDRAIL_AGENT_PRINCIPALS": "arn:aws:iam::111122223333:role/AIAgentRole"})
+    verdict = verdict_of("rules/dynamodb.table-deleted.json", settings)
+    assert verdict.is_agent
+    assert verdict.decision is Decision.CONTAIN
+
+
+def test_iam_user_agent_is_contained() -> None:
+    verdict = verdict_of("principals/iam-user-terminate.json")
+    assert verdict.call.principal.kind is PrincipalKind.USER
+    assert verdict.decision is Decision.CONTAIN
+
+
+def test_identity_center_role_is_recognised() -> None:
+    settings = Settings.from_env(
+        {"GUARDRAIL_AGENT_PRINCIPALS": "arn:aws:sts::*:assumed-role/AWSReservedSSO_AIAgent*/*"}
+    )
+    verdict = verdict_of("principals/identity-center-delete-table.json", settings)
+    assert verdict.call.principal.kind is PrincipalKind.IDENTITY_CENTER
+    assert verdict.is_agent
+    assert verdict.decision is Decision.CONTAIN
+
+
+@pytest.mark.parametrize(
+    ("contain_at", "notify_at", "expected"),
+    [
+        ("critical", "medium", Decision.NOTIFY),
+        ("high", "medium", Decision.CONTAIN),
+        ("critical", "critical", Decision.IGNORE),
+    ],
+)
+def test_thresholds(contain_at: str, notify_at: str, expected: Decision) -> None:
+    settings = Settings.from_env({"GUARDRAIL_CONTAIN_AT": contain_at, "GUARDRAIL_NOTIFY_AT": notify_at})
+    assert verdict_of("rules/s3.bucket-deleted.json", settings).decision is expected  # a high-severity call
+
+
+def test_ephemeral_resources_are_one_step_lower() -> None:
+    ephemeral = verdict_of("rules/s3.bucket-deleted.json", lifecycle=lambda _call: True)
+    assert ephemeral.severity is Severity.MEDIUM
+    assert ephemeral.decision is Decision.NOTIFY
+    assert "Lifecycle=ephemeral" in ephemeral.reason
+    unknown = verdict_of("rules/s3.bucket-deleted.json", lifecycle=lambda _call: None)
+    assert unknown.severity is Severity.HIGH
+    assert "could not be known" in unknown.reason
+    # Tampering is never discounted: retagging is how a resource becomes "ephemeral".
+    tampering = verdict_of("rules/ec2.lifecycle-tag-changed.json", lifecycle=lambda _call: True)
+    assert tampering.severity is Severity.HIGH
+
+
+def test_environment_comes_from_the_account_and_defaults_to_production() -> None:
+    settings = Settings.from_env({"GUARDRAIL_ACCOUNT_ENVIRONMENTS": '{"111122223333": "sandbox"}'})
+    assert verdict_of("rules/s3.bucket-deleted.json", settings).environment is Environment.SANDBOX
+    assert verdict_of("rules/s3.bucket-deleted.json").environment is Environment.PRODUCTION
+
+
+def test_summary_has_the_documented_fields() -> None:
+    summary = verdict_of("rules/s3.bucket-deleted.json").summary()
+    assert {"event_id", "event_time", "event_source", "event_name", "principal", "account", "region", "category",
+            "severity", "rule_ids", "decision", "reason"} <= set(summary)  # fmt: skip
+    assert summary["principal"] == "arn:aws:sts::111122223333:assumed-role/AIAgentRole/claude-code-session"
+    assert summary["event_time"].endswith("Z")
+
+
+def test_every_sample_event_parses() -> None:
+    for path in EVENTS.rglob("*.json"):
+        assert parse_event(load_event(str(path.relative_to(EVENTS)))).event_id, path
+    assert isinstance(EVENTS, Path)
