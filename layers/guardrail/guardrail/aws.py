@@ -1,0 +1,66 @@
+"""AWS clients: created once per container, lazily, and replaceable by tests and by replay."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import boto3
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_iam import IAMClient
+    from mypy_boto3_sns import SNSClient
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sts import STSClient
+
+
+def _config() -> Any:
+    from botocore.config import Config
+
+    # Adaptive retries ride out IAM throttling during a storm; short timeouts keep a hung endpoint
+    # from eating the invocation that should be containing an agent.
+    return Config(retries={"mode": "adaptive", "max_attempts": 8}, connect_timeout=2, read_timeout=5)
+
+
+@dataclass
+class AwsClients:
+    """The clients the responder uses, each built on first use from one boto3 session."""
+
+    session: boto3.session.Session | None = None
+    _cache: dict[str, Any] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _client(self, service: str) -> Any:
+        client = self._cache.get(service)
+        if client is None:
+            with self._lock:
+                client = self._cache.get(service)
+                if client is None:
+                    if self.session is None:
+                        import boto3
+
+                        self.session = boto3.session.Session()
+                    client = self.session.client(service, config=_config())  # type: ignore[call-overload]
+                    self._cache[service] = client
+        return client
+
+    @property
+    def iam(self) -> IAMClient:
+        return self._client("iam")  # type: ignore[no-any-return]
+
+    @property
+    def sts(self) -> STSClient:
+        return self._client("sts")  # type: ignore[no-any-return]
+
+    @property
+    def sns(self) -> SNSClient:
+        return self._client("sns")  # type: ignore[no-any-return]
+
+    @property
+    def sqs(self) -> SQSClient:
+        return self._client("sqs")  # type: ignore[no-any-return]
+
+    @property
+    def dynamodb(self) -> DynamoDBClient:
+        return self._client("dynamodb")  # type: ignore[no-any-return]

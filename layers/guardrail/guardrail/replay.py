@@ -1,0 +1,293 @@
+"""Replay events through the real responder handler, in-process, and report every AWS call it makes.
+
+The Docker-free way to see what the responder does: `sam local invoke` needs Docker; this needs nothing
+but Python. By default the AWS it talks to is an embedded moto server on 127.0.0.1 holding the topic,
+table, queue and agent principals the events name; `--aws` uses whatever endpoint boto3 is configured for.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from guardrail.aws import AwsClients
+from guardrail.cloudtrail import parse_event, read_documents
+from guardrail.errors import GuardrailError, InvalidEventError
+from guardrail.model import ApiCall, PrincipalKind
+from guardrail.responder import Runtime, use_runtime
+from guardrail.settings import Settings
+from guardrail.telemetry import logger, metrics
+
+if TYPE_CHECKING:
+    import boto3
+
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+REGION = "us-east-1"
+EMBEDDED_ACCOUNT = "123456789012"  # moto's default account
+
+
+@dataclass
+class LambdaContext:
+    """Just enough of Lambda's context object for powertools' inject_lambda_context."""
+
+    function_name: str = "guardrail-responder-replay"
+    function_version: str = "$LATEST"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = (
+        f"arn:aws:lambda:{REGION}:{EMBEDDED_ACCOUNT}:function:guardrail-responder-replay"
+    )
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 60_000
+
+
+@dataclass
+class CallRecorder:
+    """Records each AWS API call a boto3 session makes, with milliseconds since `start()`."""
+
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    _t0: float = 0.0
+
+    def attach(self, session: boto3.session.Session) -> None:
+        session.events.register("before-call", self._before_call)
+
+    def start(self) -> None:
+        self.calls = []
+        self._t0 = time.perf_counter()
+
+    def _before_call(self, model: Any, **_: Any) -> None:
+        self.calls.append(
+            {
+                "service": model.service_model.service_name,
+                "operation": model.name,
+                "ms": round((time.perf_counter() - self._t0) * 1000, 2),
+            }
+        )
+
+
+def find_project_file(relative: str) -> Path:
+    """A file of the project checkout (functions/, events/), found from the cwd or this package."""
+    override = os.environ.get("GUARDRAIL_PROJECT_DIR")
+    starts = [Path(override)] if override else [Path.cwd(), Path(__file__).resolve().parent]
+    for start in starts:
+        for folder in (start, *start.parents):
+            candidate = folder / relative
+            if candidate.exists():
+                return candidate
+    raise GuardrailError(
+        f"cannot find {relative}: run from the project checkout or set GUARDRAIL_PROJECT_DIR"
+    )
+
+
+def load_handler() -> Handler:
+    """Import the real functions/responder/app.py, as Lambda would."""
+    path = find_project_file("functions/responder/app.py")
+    spec = importlib.util.spec_from_file_location("guardrail_responder_app", path)
+    if spec is None or spec.loader is None:
+        raise GuardrailError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    handler: Handler = module.handler
+    return handler
+
+
+@contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+class EmbeddedAws:
+    """A moto server on 127.0.0.1 with the responder's topic, table and quarantine queue."""
+
+    def __init__(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # its request log is not our report
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.endpoint = ""
+        self.settings_env: dict[str, str] = {}
+
+    def __enter__(self) -> EmbeddedAws:
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.endpoint = f"http://{host}:{port}"
+        self._env = _environ(
+            {
+                "AWS_ENDPOINT_URL": self.endpoint,
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_SESSION_TOKEN": "testing",
+                "AWS_DEFAULT_REGION": REGION,
+                "AWS_REGION": REGION,
+            }
+        )
+        self._env.__enter__()
+        # moto keeps its state per process, not per server: start every replay from an empty account.
+        request = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")  # noqa: S310
+        urllib.request.urlopen(request, timeout=10).close()  # noqa: S310  (our own server on 127.0.0.1)
+        self._provision_responder()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._env.__exit__(None, None, None)
+        self._server.stop()
+
+    def session(self) -> boto3.session.Session:
+        import boto3
+
+        return boto3.session.Session(region_name=REGION)
+
+    def _provision_responder(self) -> None:
+        session = self.session()
+        topic = session.client("sns").create_topic(Name="guardrail-incidents")["TopicArn"]
+        session.client("dynamodb").create_table(
+            TableName="guardrail-state",
+            KeySchema=[
+                {"AttributeName": "pk", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        queue = session.client("sqs").create_queue(QueueName="guardrail-quarantine")["QueueUrl"]
+        self.settings_env = {
+            "GUARDRAIL_TOPIC_ARN": topic,
+            "GUARDRAIL_STATE_TABLE": "guardrail-state",
+            "GUARDRAIL_QUARANTINE_QUEUE_URL": queue,
+        }
+
+    def provision_principal(self, call: ApiCall) -> None:
+        """Create the role or user an event names, so containment has something real to act on."""
+        iam = self.session().client("iam")
+        principal = call.principal
+        try:
+            if principal.kind is PrincipalKind.ROLE and principal.name:
+                trust = {
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}],
+                }
+                iam.create_role(RoleName=principal.name, AssumeRolePolicyDocument=json.dumps(trust))
+            elif principal.kind is PrincipalKind.USER and principal.name:
+                iam.create_user(UserName=principal.name)
+                iam.create_access_key(UserName=principal.name)
+        except iam.exceptions.EntityAlreadyExistsException:
+            pass
+
+
+class _CurrentStderr:
+    """Writes to whatever sys.stderr is when a record is logged, not when the handler was set up."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def _silence_telemetry() -> None:
+    # Replay's stdout is its report: keep the handler's JSON logs and EMF metrics out of it.
+    os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
+    handler = logger.registered_handler
+    if isinstance(handler, logging.StreamHandler):
+        handler.setStream(_CurrentStderr())
+    logger.setLevel(os.environ.get("GUARDRAIL_REPLAY_LOG_LEVEL", "CRITICAL"))
+
+
+def _documents(paths: list[Path]) -> Iterator[tuple[str, object]]:
+    for path in paths:
+        try:
+            yield from read_documents(path)
+        except (OSError, InvalidEventError) as exc:
+            yield str(path), InvalidEventError(str(exc))
+
+
+def replay(
+    paths: list[Path], *, use_aws: bool = False, settings_env: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """Run each event through the handler in order, in one environment; one result per event."""
+    _silence_telemetry()
+    documents = list(_documents(paths))
+    if use_aws:
+        import boto3
+
+        with _environ(settings_env or {}):
+            return _run(documents, boto3.session.Session(), None)
+    with EmbeddedAws() as aws, _environ({**aws.settings_env, **(settings_env or {})}):
+        return _run(documents, aws.session(), aws)
+
+
+def _run(
+    documents: list[tuple[str, object]], session: boto3.session.Session, aws: EmbeddedAws | None
+) -> list[dict[str, Any]]:
+    recorder = CallRecorder()
+    recorder.attach(session)
+    use_runtime(Runtime(settings=Settings.from_env(), aws=AwsClients(session=session)))
+    handler = load_handler()
+    results = []
+    try:
+        for where, document in documents:
+            results.append(_replay_one(where, document, handler, recorder, aws))
+    finally:
+        use_runtime(None)
+    return results
+
+
+def _replay_one(
+    where: str, document: object, handler: Handler, recorder: CallRecorder, aws: EmbeddedAws | None
+) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "source": where,
+        "event_id": None,
+        "category": None,
+        "severity": None,
+        "decision": None,
+        "status": None,
+        "calls": [],
+        "error": None,
+    }
+    if isinstance(document, InvalidEventError):
+        result["error"] = str(document)
+        return result
+    if aws is not None:
+        with suppress(InvalidEventError):  # the handler will say what is wrong with it
+            aws.provision_principal(parse_event(document))
+    recorder.start()
+    try:
+        summary = handler(document, LambdaContext())  # type: ignore[arg-type]
+    except Exception as exc:
+        result["error"] = f"{type(exc).__name__}: {exc}"
+        summary = {}
+    finally:
+        # In Lambda each invocation flushes its metrics; with metrics disabled nothing does.
+        metrics.clear_metrics()
+    result["calls"] = list(recorder.calls)
+    for key in ("event_id", "category", "severity", "decision", "status", "rule_ids", "reason"):
+        if key in summary:
+            result[key] = summary[key]
+    if summary.get("status") == "quarantined":
+        result["error"] = summary.get("error")
+    return result

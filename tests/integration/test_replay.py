@@ -1,0 +1,80 @@
+"""Replay and the handler, end to end against a real (moto) server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import boto3
+import pytest
+
+from guardrail.aws import AwsClients
+from guardrail.cli import main
+from guardrail.errors import InvalidEventError
+from guardrail.replay import EmbeddedAws, LambdaContext, load_handler, replay
+from guardrail.responder import Runtime, use_runtime
+from guardrail.settings import Settings
+from tests.conftest import EVENTS, load_event
+
+
+def test_demo_shows_three_outcomes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "benign / info -> IGNORE" in out
+    assert "access_denied / medium -> NOTIFY" in out
+    assert "destructive / critical -> CONTAIN" in out
+
+
+def test_replay_json_reports_each_event_in_order(capsys: pytest.CaptureFixture[str]) -> None:
+    paths = [
+        EVENTS / "benign" / "s3-create-bucket.json",
+        EVENTS / "rules" / "kms.key-deletion-scheduled.json",
+    ]
+    assert main(["replay", "--json", *map(str, paths)]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [r["decision"] for r in results] == ["ignore", "contain"]
+    assert results[0]["event_id"] == load_event("benign/s3-create-bucket.json")["detail"]["eventID"]
+    for result in results:
+        assert {"event_id", "category", "severity", "decision", "calls", "error"} <= set(result)
+        assert all({"service", "operation", "ms"} == set(c) for c in result["calls"])
+    assert results[0]["calls"] == []  # an ignored event makes no AWS call at all
+
+
+def test_invalid_event_is_quarantined_with_its_reason(tmp_path: Any) -> None:
+    bad = {"detail-type": "AWS API Call via CloudTrail", "detail": {"eventName": "DeleteBucket"}}
+    with EmbeddedAws() as aws:
+        session = aws.session()
+        settings = Settings.from_env(aws.settings_env)
+        use_runtime(Runtime(settings=settings, aws=AwsClients(session=session)))
+        try:
+            handler = load_handler()
+            summary = handler(bad, LambdaContext())
+        finally:
+            use_runtime(None)
+        assert summary["status"] == "quarantined"
+        assert "detail.eventID: Field required" in summary["error"]
+        sqs = session.client("sqs")
+        messages = sqs.receive_message(QueueUrl=aws.settings_env["GUARDRAIL_QUARANTINE_QUEUE_URL"])[
+            "Messages"
+        ]
+        kept = json.loads(messages[0]["Body"])
+        assert kept["event"] == bad  # nothing lost
+        assert "detail.eventID: Field required" in kept["reason"]
+
+
+def test_without_a_quarantine_queue_the_invocation_fails_so_lambda_keeps_the_event() -> None:
+    use_runtime(Runtime(settings=Settings.from_env({}), aws=AwsClients(session=boto3.session.Session())))
+    try:
+        handler = load_handler()
+        with pytest.raises(InvalidEventError, match="expected a JSON object|neither an EventBridge"):
+            handler({"hello": "world"}, LambdaContext())
+    finally:
+        use_runtime(None)
+
+
+def test_replay_reports_unreadable_files_without_stopping(tmp_path: Any) -> None:
+    missing = tmp_path / "missing.json"
+    results = replay([missing, EVENTS / "benign" / "s3-create-bucket.json"])
+    assert results[0]["error"]
+    assert "missing.json" in results[0]["error"]
+    assert results[1]["decision"] == "ignore"
