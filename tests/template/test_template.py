@@ -1,0 +1,140 @@
+"""template.yaml: lint-clean, routing generated from the catalogue, and every sample routed as intended."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+from moto import mock_aws
+
+from guardrail.patterns import PATTERN_SIZE_LIMIT, _compact, all_patterns
+from guardrail.rules import default_catalogue
+from tests.conftest import EVENTS, ROOT
+
+TEMPLATE = ROOT / "template.yaml"
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """Reads CloudFormation short-form tags (!Ref, !GetAtt ...) as plain data."""
+
+
+def _tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        return {suffix: loader.construct_scalar(node)}
+    if isinstance(node, yaml.SequenceNode):
+        return {suffix: loader.construct_sequence(node, deep=True)}
+    return {suffix: loader.construct_mapping(node, deep=True)}  # type: ignore[arg-type]
+
+
+_CfnLoader.add_multi_constructor("!", _tag)
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)  # noqa: S506
+    return data
+
+
+def _rule_patterns(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    found = {}
+    for resource in template["Resources"].values():
+        for name, event in resource.get("Properties", {}).get("Events", {}).items():
+            if event["Type"] == "EventBridgeRule":
+                found[name] = event["Properties"]["Pattern"]
+    return found
+
+
+def test_cfn_lint_is_clean() -> None:
+    from cfnlint.api import lint_file  # noqa: PLC0415
+
+    matches = lint_file(TEMPLATE)
+    assert [str(m) for m in matches] == []
+
+
+def test_template_patterns_are_the_generated_ones(template: dict[str, Any]) -> None:
+    generated = all_patterns(default_catalogue())
+    in_template = _rule_patterns(template)
+    assert in_template, "no EventBridge rule in template.yaml"
+    for name, pattern in in_template.items():
+        assert pattern == generated[name], f"{name}: run `guardrail patterns` and update template.yaml"
+
+
+def test_patterns_fit_eventbridge_limit() -> None:
+    for pattern in all_patterns(default_catalogue()).values():
+        assert len(_compact(pattern)) <= PATTERN_SIZE_LIMIT
+
+
+def test_template_sets_only_settings_the_code_reads(template: dict[str, Any]) -> None:
+    source = (ROOT / "layers" / "guardrail" / "guardrail" / "settings.py").read_text()
+    variables = template["Resources"]["ResponderFunction"]["Properties"]["Environment"]["Variables"]
+    for name in variables:
+        if name.startswith("GUARDRAIL_"):
+            assert f'"{name}"' in source, f"{name} is set by the template but never read"
+
+
+def _samples(folder: str) -> list[Path]:
+    return sorted((EVENTS / folder).glob("*.json"))
+
+
+def _routable(event: dict[str, Any]) -> bool:
+    """What the catalogue can classify as something other than benign: the routing must carry exactly these."""
+    detail = event["detail"]
+    catalogue = default_catalogue()
+    return catalogue.is_access_denied(detail.get("errorCode")) or (
+        (detail["eventSource"], detail["eventName"]) in catalogue.index
+    )
+
+
+@mock_aws
+def test_every_sample_is_routed_exactly_as_the_catalogue_requires(template: dict[str, Any]) -> None:
+    events = boto3.client("events", region_name="us-east-1")
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    queue_url = sqs.create_queue(QueueName="routed")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    # The foundation template routes destructive calls; access-denied routing uses the generated pattern too.
+    patterns = {**all_patterns(default_catalogue()), **_rule_patterns(template)}
+    for name, pattern in patterns.items():
+        events.put_rule(Name=name, EventPattern=json.dumps(pattern))
+        events.put_targets(Rule=name, Targets=[{"Id": "q", "Arn": queue_arn}])
+
+    samples = [
+        p for folder in ("rules", "access-denied", "benign", "principals", "failed") for p in _samples(folder)
+    ]
+    for path in samples:
+        event = json.loads(path.read_text())
+        response = events.put_events(
+            Entries=[
+                {
+                    "Source": event["source"],
+                    "DetailType": event["detail-type"],
+                    "Detail": json.dumps(event["detail"]),
+                }
+            ]
+        )
+        assert response["FailedEntryCount"] == 0
+        received = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
+        for message in received:
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        routed = {json.loads(m["Body"])["detail"]["eventID"] for m in received}
+        expected = _routable(event)
+        assert (event["detail"]["eventID"] in routed) is expected, f"{path.name}: routed={not expected}"
+
+    # Benign calls whose names no rule knows are not routed at all: they never cost an invocation.
+    assert not _routable(json.loads((EVENTS / "benign" / "s3-create-bucket.json").read_text()))
+
+
+def test_sam_local_env_file_names_the_function_and_only_known_settings(template: dict[str, Any]) -> None:
+    env = json.loads((EVENTS / "env.json").read_text())
+    assert set(env) == {"ResponderFunction"}
+    assert "ResponderFunction" in template["Resources"]
+    declared = template["Resources"]["ResponderFunction"]["Properties"]["Environment"]["Variables"]
+    for name in env["ResponderFunction"]:
+        if name.startswith("GUARDRAIL_"):
+            assert name in declared, f"{name} is in events/env.json but not in the template"
+    assert env["ResponderFunction"]["GUARDRAIL_DRY_RUN"] == "true"  # a local invoke never contains anyone
