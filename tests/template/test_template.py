@@ -130,11 +130,11 @@ def test_every_sample_is_routed_exactly_as_the_catalogue_requires(template: dict
 
 
 def test_sam_local_env_file_names_the_function_and_only_known_settings(template: dict[str, Any]) -> None:
-    env = json.loads((EVENTS / "env.json").read_text())
+    env = json.loads((ROOT / "functions" / "responder" / "local-env.json").read_text())
     assert set(env) == {"ResponderFunction"}
     assert "ResponderFunction" in template["Resources"]
     declared = template["Resources"]["ResponderFunction"]["Properties"]["Environment"]["Variables"]
     for name in env["ResponderFunction"]:
         if name.startswith("GUARDRAIL_"):
-            assert name in declared, f"{name} is in events/env.json but not in the template"
+            assert name in declared, f"{name} is in local-env.json but not in the template"
     assert env["ResponderFunction"]["GUARDRAIL_DRY_RUN"] == "true"  # a local invoke never contains anyone
