@@ -1,0 +1,539 @@
+"""Containment: what to do to stop an agent, and doing it.
+
+Planning is pure: from a verdict, the settings and the responder's own identity it decides the target
+(a role or a user), the actions, or why nothing can be done here and what a human must do instead.
+Each action declares the IAM permissions it needs to apply and to undo itself; a test holds
+template.yaml to exactly those.
+
+An explicit Deny in an identity policy beats every Allow and is evaluated on every request, so a deny-all
+inline policy stops the agent, including sessions issued before it. IAM is eventually consistent: AWS
+says a change can take a few minutes to be seen everywhere (seconds, in practice). We do not sleep on it;
+the incident says so.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from guardrail.errors import GuardrailError
+from guardrail.model import Decision, Principal, PrincipalKind, Verdict
+from guardrail.settings import ContainmentMode, Settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_iam import IAMClient
+
+DENY_ALL_POLICY = "GuardrailEmergencyDenyAll"
+REVOKE_SESSIONS_POLICY = "GuardrailRevokeOlderSessions"
+INCIDENT_TAG = "guardrail:incident"
+CONTAINED_AT_TAG = "guardrail:contained-at"
+REVOKE_SESSIONS_CAVEAT = (
+    "Revoking older sessions denies only credentials issued before the containment: a runtime that can "
+    "assume the role again gets a fresh session that works. Use deny_all (the default) to stop it."
+)
+CONSISTENCY_NOTE = (
+    "IAM is eventually consistent: a policy change can take a few seconds (AWS says up to a few minutes) "
+    "to apply everywhere. Check CloudTrail for calls by the agent after the containment time."
+)
+
+
+class ContainmentFailed(GuardrailError):
+    """An IAM write of the containment failed after botocore's retries; the agent may still be active."""
+
+    def __init__(self, message: str, records: list[ActionRecord]) -> None:
+        super().__init__(message)
+        self.records = records
+
+
+class TargetKind(StrEnum):
+    ROLE = "role"
+    USER = "user"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The IAM entity a containment acts on: the role behind a session, or an IAM user."""
+
+    kind: TargetKind
+    name: str
+    account: str
+
+    @property
+    def key(self) -> str:
+        """The identity of the target in the state table. Path-free: names are unique in an account."""
+        return f"arn:aws:iam::{self.account}:{self.kind.value}/{self.name}"
+
+    @classmethod
+    def from_arn(cls, arn: str) -> Target:
+        """A role, user or assumed-role ARN as an operator would paste it."""
+        match = re.match(r"^arn:aws[\w-]*:(iam|sts)::(\d{12}):(role|user|assumed-role)/(.+)$", arn.strip())
+        if not match:
+            raise GuardrailError(
+                f"{arn!r} is not a role, user or assumed-role ARN (arn:aws:iam::123456789012:role/Name)"
+            )
+        _service, account, kind, rest = match.groups()
+        parts = rest.split("/")
+        if kind == "assumed-role":
+            return cls(TargetKind.ROLE, parts[0], account)
+        return cls(TargetKind(kind), parts[-1], account)  # the last segment: paths do not matter
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentRef:
+    """What actions need to know of the incident they act for."""
+
+    id: str
+    opened_at: datetime
+
+    @property
+    def sid(self) -> str:
+        # Statement ids are alphanumeric: the console shows this on the role, naming the incident.
+        return "GuardrailIncident" + re.sub(r"[^A-Za-z0-9]", "", self.id)
+
+    @property
+    def opened_at_iso(self) -> str:
+        return self.opened_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class ActionRecord:
+    """One action as done (or undone): enough to undo it exactly and to audit it."""
+
+    action: str
+    target: str
+    details: dict[str, Any] = field(default_factory=dict)
+    request_ids: list[str] = field(default_factory=list)
+    at: str = ""
+    ms: float | None = None
+    error: str | None = None
+
+    def to_item(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "target": self.target,
+            "details": self.details,
+            "request_ids": self.request_ids,
+            "at": self.at,
+            "ms": self.ms,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> ActionRecord:
+        return cls(
+            action=str(item["action"]),
+            target=str(item["target"]),
+            details=dict(item.get("details") or {}),
+            request_ids=[str(r) for r in item.get("request_ids") or []],
+            at=str(item.get("at") or ""),
+            ms=float(item["ms"]) if item.get("ms") is not None else None,
+            error=item.get("error"),
+        )
+
+
+def deny_all_document(incident: IncidentRef) -> dict[str, Any]:
+    return {
+        "Version": "2012-10-17",
+        "Statement": [{"Sid": incident.sid, "Effect": "Deny", "Action": "*", "Resource": "*"}],
+    }
+
+
+def revoke_older_sessions_document(incident: IncidentRef) -> dict[str, Any]:
+    """Deny every request made with credentials issued before the containment time (the console's
+    "Revoke active sessions", named for the incident)."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": incident.sid,
+                "Effect": "Deny",
+                "Action": "*",
+                "Resource": "*",
+                "Condition": {"DateLessThan": {"aws:TokenIssueTime": incident.opened_at_iso}},
+            }
+        ],
+    }
+
+
+def _request_id(response: Any) -> str:
+    return str(response.get("ResponseMetadata", {}).get("RequestId", ""))
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class ContainmentAction(ABC):
+    """One IAM change that stops an agent, and its exact inverse."""
+
+    name: ClassVar[str]
+    target_kind: ClassVar[TargetKind]
+    permissions: ClassVar[tuple[str, ...]]
+    undo_permissions: ClassVar[tuple[str, ...]]
+
+    @abstractmethod
+    def apply(self, target: Target, incident: IncidentRef, iam: IAMClient) -> ActionRecord: ...
+
+    @abstractmethod
+    def undo(self, record: ActionRecord, iam: IAMClient) -> ActionRecord: ...
+
+    def describe(self, target: Target, incident: IncidentRef) -> ActionRecord:
+        """What apply would do, without doing it: the dry-run record."""
+        return ActionRecord(self.name, target.key, details={"dry_run": True}, at=_now_iso())
+
+
+class _InlinePolicy(ContainmentAction):
+    policy_name: ClassVar[str]
+
+    @abstractmethod
+    def document(self, incident: IncidentRef) -> dict[str, Any]: ...
+
+    def describe(self, target: Target, incident: IncidentRef) -> ActionRecord:
+        record = super().describe(target, incident)
+        record.details.update(policy_name=self.policy_name, policy=self.document(incident))
+        return record
+
+
+class PutRoleDenyAll(_InlinePolicy):
+    name = "put_role_deny_all"
+    target_kind = TargetKind.ROLE
+    permissions = ("iam:PutRolePolicy",)
+    undo_permissions = ("iam:DeleteRolePolicy",)
+    policy_name = DENY_ALL_POLICY
+
+    def document(self, incident: IncidentRef) -> dict[str, Any]:
+        return deny_all_document(incident)
+
+    def apply(self, target: Target, incident: IncidentRef, iam: IAMClient) -> ActionRecord:
+        response = iam.put_role_policy(
+            RoleName=target.name,
+            PolicyName=self.policy_name,
+            PolicyDocument=json.dumps(self.document(incident)),
+        )
+        return ActionRecord(
+            self.name, target.key, {"policy_name": self.policy_name}, [_request_id(response)], _now_iso()
+        )
+
+    def undo(self, record: ActionRecord, iam: IAMClient) -> ActionRecord:
+        name = Target.from_arn(record.target).name
+        try:
+            response = iam.delete_role_policy(RoleName=name, PolicyName=record.details["policy_name"])
+        except iam.exceptions.NoSuchEntityException:
+            return ActionRecord(self.name, record.target, {"already_absent": True}, at=_now_iso())
+        return ActionRecord(
+            self.name, record.target, dict(record.details), [_request_id(response)], _now_iso()
+        )
+
+
+class PutRoleRevokeOlderSessions(PutRoleDenyAll):
+    name = "put_role_revoke_older_sessions"
+    policy_name = REVOKE_SESSIONS_POLICY
+
+    def document(self, incident: IncidentRef) -> dict[str, Any]:
+        return revoke_older_sessions_document(incident)
+
+
+class TagRole(ContainmentAction):
+    name = "tag_role"
+    target_kind = TargetKind.ROLE
+    permissions = ("iam:TagRole",)
+    undo_permissions = ("iam:UntagRole",)
+
+    def apply(self, target: Target, incident: IncidentRef, iam: IAMClient) -> ActionRecord:
+        tags = {INCIDENT_TAG: incident.id, CONTAINED_AT_TAG: incident.opened_at_iso}
+        response = iam.tag_role(RoleName=target.name, Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
+        return ActionRecord(
+            self.name, target.key, {"tag_keys": list(tags)}, [_request_id(response)], _now_iso()
+        )
+
+    def undo(self, record: ActionRecord, iam: IAMClient) -> ActionRecord:
+        name = Target.from_arn(record.target).name
+        try:
+            response = iam.untag_role(RoleName=name, TagKeys=list(record.details["tag_keys"]))
+        except iam.exceptions.NoSuchEntityException:
+            return ActionRecord(self.name, record.target, {"already_absent": True}, at=_now_iso())
+        return ActionRecord(
+            self.name, record.target, dict(record.details), [_request_id(response)], _now_iso()
+        )
+
+
+class PutUserDenyAll(_InlinePolicy):
+    """Covers console sessions and the temporary credentials the user minted with GetSessionToken or
+    GetFederationToken, which survive deactivating its access keys."""
+
+    name = "put_user_deny_all"
+    target_kind = TargetKind.USER
+    permissions = ("iam:PutUserPolicy",)
+    undo_permissions = ("iam:DeleteUserPolicy",)
+    policy_name = DENY_ALL_POLICY
+
+    def document(self, incident: IncidentRef) -> dict[str, Any]:
+        return deny_all_document(incident)
+
+    def apply(self, target: Target, incident: IncidentRef, iam: IAMClient) -> ActionRecord:
+        response = iam.put_user_policy(
+            UserName=target.name,
+            PolicyName=self.policy_name,
+            PolicyDocument=json.dumps(self.document(incident)),
+        )
+        return ActionRecord(
+            self.name, target.key, {"policy_name": self.policy_name}, [_request_id(response)], _now_iso()
+        )
+
+    def undo(self, record: ActionRecord, iam: IAMClient) -> ActionRecord:
+        name = Target.from_arn(record.target).name
+        try:
+            response = iam.delete_user_policy(UserName=name, PolicyName=record.details["policy_name"])
+        except iam.exceptions.NoSuchEntityException:
+            return ActionRecord(self.name, record.target, {"already_absent": True}, at=_now_iso())
+        return ActionRecord(
+            self.name, record.target, dict(record.details), [_request_id(response)], _now_iso()
+        )
+
+
+class DeactivateAccessKeys(ContainmentAction):
+    """Sets every active key Inactive and records which, so release reactivates only those."""
+
+    name = "deactivate_access_keys"
+    target_kind = TargetKind.USER
+    permissions = ("iam:ListAccessKeys", "iam:UpdateAccessKey")
+    undo_permissions = ("iam:UpdateAccessKey",)
+
+    def apply(self, target: Target, incident: IncidentRef, iam: IAMClient) -> ActionRecord:
+        keys = iam.list_access_keys(UserName=target.name)["AccessKeyMetadata"]
+        deactivated, request_ids = [], []
+        for key in keys:
+            if key["Status"] == "Active":
+                response = iam.update_access_key(
+                    UserName=target.name, AccessKeyId=key["AccessKeyId"], Status="Inactive"
+                )
+                deactivated.append(key["AccessKeyId"])
+                request_ids.append(_request_id(response))
+        already = [k["AccessKeyId"] for k in keys if k["Status"] != "Active"]
+        details = {"deactivated": deactivated, "already_inactive": already}
+        return ActionRecord(self.name, target.key, details, request_ids, _now_iso())
+
+    def undo(self, record: ActionRecord, iam: IAMClient) -> ActionRecord:
+        name = Target.from_arn(record.target).name
+        reactivated, missing, request_ids = [], [], []
+        for key_id in record.details.get("deactivated", []):
+            try:
+                response = iam.update_access_key(UserName=name, AccessKeyId=key_id, Status="Active")
+            except iam.exceptions.NoSuchEntityException:
+                missing.append(key_id)
+                continue
+            reactivated.append(key_id)
+            request_ids.append(_request_id(response))
+        details = {"reactivated": reactivated, "deleted_since": missing}
+        return ActionRecord(self.name, record.target, details, request_ids, _now_iso())
+
+
+ALL_ACTIONS: tuple[ContainmentAction, ...] = (
+    PutRoleDenyAll(),
+    PutRoleRevokeOlderSessions(),
+    TagRole(),
+    PutUserDenyAll(),
+    DeactivateAccessKeys(),
+)
+ACTIONS_BY_NAME = {a.name: a for a in ALL_ACTIONS}
+
+
+def containment_permissions() -> set[str]:
+    """The IAM actions containment calls: what template.yaml grants the responder, no more."""
+    return {p for a in ALL_ACTIONS for p in a.permissions}
+
+
+def release_permissions() -> set[str]:
+    """The IAM actions release calls: what template.yaml grants the release function, no more."""
+    return {p for a in ALL_ACTIONS for p in a.undo_permissions}
+
+
+# --- planning ----------------------------------------------------------------------------------------
+
+
+class Blocked(StrEnum):
+    NOT_CONTAINABLE = "not_containable"  # IAM cannot or must not do it here: a human must act
+    REFUSED = "refused"  # containing this principal would be a bug: report it instead
+
+
+@dataclass(frozen=True)
+class ContainmentPlan:
+    target: Target | None
+    actions: tuple[ContainmentAction, ...] = ()
+    blocked: Blocked | None = None
+    reason: str = ""
+    manual_steps: tuple[str, ...] = ()
+    caveats: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str | None:
+        return self.target.key if self.target else None
+
+
+@dataclass(frozen=True, slots=True)
+class ResponderIdentity:
+    """Who the responder runs as, learned from STS only when a containment needs it."""
+
+    account: str
+    arn: str
+    role_name: str | None
+
+    @classmethod
+    def from_caller_arn(cls, account: str, arn: str) -> ResponderIdentity:
+        match = re.match(r"^arn:aws[\w-]*:sts::\d{12}:assumed-role/([^/]+)/", arn)
+        return cls(account, arn, match.group(1) if match else None)
+
+
+def principal_key(principal: Principal) -> str:
+    """The principal's identity in the state table: one open incident per key. Roles and users by their
+    path-free ARN (a session's role, not the session), so every session of an agent joins one incident."""
+    role_kinds = (PrincipalKind.ROLE, PrincipalKind.IDENTITY_CENTER, PrincipalKind.SERVICE_LINKED)
+    if principal.kind in role_kinds and principal.name:
+        return Target(TargetKind.ROLE, principal.name, principal.account).key
+    if principal.kind in (PrincipalKind.USER, PrincipalKind.FEDERATED) and principal.name:
+        return Target(TargetKind.USER, principal.name, principal.account).key
+    if principal.kind is PrincipalKind.ROOT:
+        return f"arn:aws:iam::{principal.account}:root"
+    return principal.arn or f"{principal.kind.value}:{principal.name}"
+
+
+def _deny_command(target: Target) -> str:
+    kind = "role" if target.kind is TargetKind.ROLE else "user"
+    return (
+        f"aws iam put-{kind}-policy --{kind}-name {target.name} --policy-name {DENY_ALL_POLICY} "
+        '--policy-document \'{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":"*","Resource":"*"}]}\' '
+        f"(with credentials for account {target.account})"
+    )
+
+
+def plan_containment(verdict: Verdict, settings: Settings, responder: ResponderIdentity) -> ContainmentPlan:
+    """What containing the caller of this verdict means: pure, no AWS."""
+    principal = verdict.call.principal
+    caveats: tuple[str, ...] = ()
+    if settings.containment_mode is not ContainmentMode.DENY_ALL:
+        caveats = (REVOKE_SESSIONS_CAVEAT,)
+
+    # Never: these are bugs upstream (the classifier should not decide contain for them). Report instead.
+    if verdict.decision is not Decision.CONTAIN:
+        return ContainmentPlan(
+            None, blocked=Blocked.REFUSED, reason=f"decision is {verdict.decision}, not contain"
+        )
+    if not settings.agent_principals.matches(*principal.arns):
+        return ContainmentPlan(None, blocked=Blocked.REFUSED, reason="the principal is not a watched agent")
+    if settings.protected_principals.matches(*principal.arns):
+        return ContainmentPlan(None, blocked=Blocked.REFUSED, reason="the principal is protected")
+
+    kind = principal.kind
+    if kind is PrincipalKind.ROOT:
+        return ContainmentPlan(
+            None,
+            blocked=Blocked.NOT_CONTAINABLE,
+            reason="the root user is beyond IAM: no policy can restrict it",
+            manual_steps=(
+                f"Sign in to account {principal.account} as root; change the password and MFA device.",
+                "Delete any root access keys (IAM > Security credentials).",
+                "From the management account, restrict the account with an SCP and enable centralized root access.",
+                "Review CloudTrail for everything the root user did (userIdentity.type = Root).",
+            ),
+        )
+    if kind is PrincipalKind.IDENTITY_CENTER:
+        permission_set = principal.name.removeprefix("AWSReservedSSO_").rsplit("_", 1)[0] or principal.name
+        return ContainmentPlan(
+            None,
+            blocked=Blocked.NOT_CONTAINABLE,
+            reason=(
+                f"{principal.name} is provisioned by IAM Identity Center: IAM refuses changes to it, or the next "
+                "provisioning undoes them"
+            ),
+            manual_steps=(
+                f"In IAM Identity Center, remove the assignment of permission set {permission_set} to the user "
+                f"or group for account {principal.account}, or disable the user "
+                f"({principal.session_name or 'see the session name'}).",
+                "In IAM Identity Center > Users, revoke the user's active sessions.",
+                f"Meanwhile, an SCP can deny aws:PrincipalArn arn:aws:iam::{principal.account}:role/aws-reserved/"
+                f"sso.amazonaws.com/*/AWSReservedSSO_{permission_set}_*.",
+            ),
+        )
+    if kind in (PrincipalKind.SERVICE_LINKED, PrincipalKind.SERVICE):
+        return ContainmentPlan(
+            None,
+            blocked=Blocked.NOT_CONTAINABLE,
+            reason=f"{principal.display} is an AWS service acting for someone: IAM refuses policies on it",
+            manual_steps=(
+                "Find in CloudTrail which principal made the service act (the call that created or configured it) "
+                "and contain that principal.",
+            ),
+        )
+
+    target: Target | None = None
+    if kind is PrincipalKind.ROLE and principal.name:
+        target = Target(TargetKind.ROLE, principal.name, principal.account)
+    elif kind is PrincipalKind.USER and principal.name:
+        target = Target(TargetKind.USER, principal.name, principal.account)
+    elif kind is PrincipalKind.FEDERATED and principal.name:
+        # GetFederationToken sessions act with the issuing user's permissions: a deny on the user stops them.
+        target = Target(TargetKind.USER, principal.name, principal.account)
+    if target is None:
+        return ContainmentPlan(
+            None,
+            blocked=Blocked.NOT_CONTAINABLE,
+            reason=f"cannot tell which IAM role or user {principal.arn or 'this principal'} is",
+            manual_steps=("Identify the principal from the CloudTrail record and contain it by hand.",),
+        )
+
+    if target.account != responder.account:
+        return ContainmentPlan(
+            target,
+            blocked=Blocked.NOT_CONTAINABLE,
+            reason=f"{target.key} is in account {target.account}; this responder runs in {responder.account}",
+            manual_steps=(_deny_command(target),),
+        )
+    if target.kind is TargetKind.ROLE and target.name == responder.role_name:
+        return ContainmentPlan(
+            target, blocked=Blocked.REFUSED, reason="the principal is the responder's own role"
+        )
+
+    if target.kind is TargetKind.USER:
+        actions: tuple[ContainmentAction, ...] = (PutUserDenyAll(), DeactivateAccessKeys())
+    else:
+        by_mode: dict[ContainmentMode, tuple[ContainmentAction, ...]] = {
+            ContainmentMode.DENY_ALL: (PutRoleDenyAll(),),
+            ContainmentMode.REVOKE_SESSIONS: (PutRoleRevokeOlderSessions(),),
+            ContainmentMode.BOTH: (PutRoleDenyAll(), PutRoleRevokeOlderSessions()),
+        }
+        actions = (*by_mode[settings.containment_mode], TagRole())
+    return ContainmentPlan(target, actions, caveats=caveats)
+
+
+def apply_plan(
+    plan: ContainmentPlan, incident: IncidentRef, iam: IAMClient, started: float | None = None
+) -> list[ActionRecord]:
+    """Do the plan's actions in order, the one that stops the agent first. Raises ContainmentFailed,
+    with what was done so far, when one fails after botocore's retries. With `started` (a
+    perf_counter reading at handler entry) each record says how many ms after it the action completed."""
+    assert plan.target is not None
+    records: list[ActionRecord] = []
+    for action in plan.actions:
+        try:
+            record = action.apply(plan.target, incident, iam)
+            if started is not None:
+                record.ms = round((time.perf_counter() - started) * 1000, 2)
+            records.append(record)
+        except Exception as exc:  # any failure here leaves an agent loose: say exactly which step and why
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
+            records.append(ActionRecord(action.name, plan.target.key, at=_now_iso(), error=f"{code}: {exc}"))
+            raise ContainmentFailed(
+                f"{action.name} on {plan.target.key} failed: {code}: {exc}", records
+            ) from exc
+    return records
+
+
+def undo_records(records: list[ActionRecord], iam: IAMClient) -> list[ActionRecord]:
+    """Undo exactly what a containment did, last first."""
+    return [ACTIONS_BY_NAME[r.action].undo(r, iam) for r in reversed(records) if r.error is None]

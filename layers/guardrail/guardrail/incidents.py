@@ -1,0 +1,461 @@
+"""Incidents in the state table: one open incident per principal, exact dedupe of redeliveries, audit.
+
+Items (one table, keys pk/sk, TTL attribute expires_at):
+  PRINCIPAL#<role or user ARN> / OPEN           the claim: which incident holds this principal now
+  INCIDENT#<id>                / META           the incident: who, what, actions, counts, release
+  INCIDENT#<id>                / AUDIT#<time>#<kind>   one record per containment, failure, release
+  EVENT#<CloudTrail eventID>   / EVENT          an event already handled (kept 24 h: Lambda retries
+                                                throttled asynchronous events for up to 6 h)
+
+Every claim is a conditional write inside one transaction with the incident and its audit record, so a
+race between concurrent invocations has exactly one winner and nothing is half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from guardrail.errors import GuardrailError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+EVENT_MARKER_TTL = timedelta(hours=24)
+# How long a non-containing incident (dry run, not containable) gathers later events before a new one opens.
+INCIDENT_WINDOW = timedelta(hours=1)
+EVENT_IDS_CAP = 100  # ids kept on an incident; every event is still counted
+
+
+# What each side needs of the table (transactions need the per-item permissions of what they contain).
+RESPONDER_TABLE_PERMISSIONS = (
+    "dynamodb:BatchGetItem",
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:ConditionCheckItem",
+)
+RELEASE_TABLE_PERMISSIONS = (
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:ConditionCheckItem",
+)
+
+
+class IncidentStatus(StrEnum):
+    CONTAINED = "contained"
+    DRY_RUN = "dry_run"  # would have contained; nothing was written to IAM
+    NOT_CONTAINABLE = "not_containable"  # a human must act: the incident says how
+    FAILED = "failed"  # CONTAINMENT FAILED: the agent may still be active
+    RELEASED = "released"
+
+
+# An open incident holds its principal: later events join it instead of acting again.
+OPEN_STATUSES = frozenset({IncidentStatus.CONTAINED, IncidentStatus.DRY_RUN, IncidentStatus.NOT_CONTAINABLE})
+
+
+class ReleaseError(GuardrailError):
+    """A release that cannot be done: no reason, nothing contained, or an undo that failed."""
+
+
+def new_incident_id(now: datetime) -> str:
+    return f"GR-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class Incident:
+    id: str
+    status: IncidentStatus
+    key: str  # the principal's identity in the table: a path-free role or user ARN, or the caller ARN
+    principal_arn: str
+    account: str
+    region: str
+    opened_at: datetime
+    verdict: dict[str, Any]  # the triggering event's classification summary
+    event_ids: list[str] = field(default_factory=list)
+    event_count: int = 1
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    containment_ms: float | None = None  # handler start to the containment IAM write's completion
+    reason: str = ""
+    manual_steps: list[str] = field(default_factory=list)
+    caveats: list[str] = field(default_factory=list)
+    error: str | None = None
+    responder: str | None = None
+    released_at: str | None = None
+    released_by: str | None = None
+    release_reason: str | None = None
+    release_actions: list[dict[str, Any]] = field(default_factory=list)
+    last_event_at: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "incident_id": self.id,
+            "status": self.status.value,
+            "key": self.key,
+            "principal_arn": self.principal_arn,
+            "account": self.account,
+            "region": self.region,
+            "opened_at": _iso(self.opened_at),
+            "verdict": self.verdict,
+            "event_ids": self.event_ids,
+            "event_count": self.event_count,
+            "actions": self.actions,
+            "containment_ms": self.containment_ms,
+            "reason": self.reason,
+            "manual_steps": self.manual_steps,
+            "caveats": self.caveats,
+            "error": self.error,
+            "responder": self.responder,
+            "released_at": self.released_at,
+            "released_by": self.released_by,
+            "release_reason": self.release_reason,
+            "release_actions": self.release_actions,
+            "last_event_at": self.last_event_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Incident:
+        return cls(
+            id=data["incident_id"],
+            status=IncidentStatus(data["status"]),
+            key=data["key"],
+            principal_arn=data.get("principal_arn", ""),
+            account=data.get("account", ""),
+            region=data.get("region", ""),
+            opened_at=datetime.fromisoformat(data["opened_at"].replace("Z", "+00:00")),
+            verdict=data.get("verdict") or {},
+            event_ids=list(data.get("event_ids") or []),
+            event_count=int(data.get("event_count") or 0),
+            actions=list(data.get("actions") or []),
+            containment_ms=float(data["containment_ms"]) if data.get("containment_ms") is not None else None,
+            reason=data.get("reason", ""),
+            manual_steps=list(data.get("manual_steps") or []),
+            caveats=list(data.get("caveats") or []),
+            error=data.get("error"),
+            responder=data.get("responder"),
+            released_at=data.get("released_at"),
+            released_by=data.get("released_by"),
+            release_reason=data.get("release_reason"),
+            release_actions=list(data.get("release_actions") or []),
+            last_event_at=data.get("last_event_at"),
+        )
+
+
+@dataclass(frozen=True)
+class OpenIncident:
+    incident_id: str
+    status: IncidentStatus
+
+
+@dataclass(frozen=True)
+class Lookup:
+    open: OpenIncident | None
+    seen_in: str | None  # the incident an already-handled event belongs to
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The result of trying to open an incident."""
+
+    won: bool
+    incident_id: str  # ours when won, the winner's when another invocation claimed first
+    duplicate: bool = False  # this very event was handled concurrently
+
+
+# --- (de)serialisation ---------------------------------------------------------------------------------
+
+
+def _to_attr(value: Any) -> Any:
+    from boto3.dynamodb.types import TypeSerializer
+
+    # DynamoDB wants Decimal, never float; a JSON round trip converts every number at once.
+    return TypeSerializer().serialize(json.loads(json.dumps(value), parse_float=Decimal))
+
+
+def _item(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: _to_attr(v) for k, v in values.items() if v is not None}
+
+
+def _from_item(item: dict[str, Any]) -> dict[str, Any]:
+    from boto3.dynamodb.types import TypeDeserializer
+
+    deserializer = TypeDeserializer()
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, Decimal):
+            return int(value) if value == value.to_integral_value() else float(value)
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, list | set):
+            return [plain(v) for v in value]
+        return value
+
+    return {k: plain(deserializer.deserialize(v)) for k, v in item.items()}
+
+
+def _lock_key(key: str) -> dict[str, Any]:
+    return {"pk": {"S": f"PRINCIPAL#{key}"}, "sk": {"S": "OPEN"}}
+
+
+def _meta_key(incident_id: str) -> dict[str, Any]:
+    return {"pk": {"S": f"INCIDENT#{incident_id}"}, "sk": {"S": "META"}}
+
+
+def _event_key(event_id: str) -> dict[str, Any]:
+    return {"pk": {"S": f"EVENT#{event_id}"}, "sk": {"S": "EVENT"}}
+
+
+def _cancellation_codes(exc: Exception) -> list[dict[str, Any]]:
+    return list(getattr(exc, "response", {}).get("CancellationReasons") or [])
+
+
+class IncidentStore:
+    """The state table, as the responder and the operators use it."""
+
+    def __init__(self, client: DynamoDBClient, table: str, clock: Callable[[], datetime]) -> None:
+        self._db = client
+        self._table = table
+        self._clock = clock
+
+    # --- reads ---------------------------------------------------------------------------------------
+
+    def lookup(self, key: str, event_id: str) -> Lookup:
+        """One consistent read: is the principal held by an open incident, and was this event handled?"""
+        response = self._db.batch_get_item(
+            RequestItems={
+                self._table: {"Keys": [_lock_key(key), _event_key(event_id)], "ConsistentRead": True}
+            }
+        )
+        open_incident, seen_in = None, None
+        for raw in response.get("Responses", {}).get(self._table, []):
+            item = _from_item(raw)
+            if item["pk"].startswith("EVENT#"):
+                seen_in = item.get("incident_id")
+            elif self._is_open(item):
+                open_incident = OpenIncident(item["incident_id"], IncidentStatus(item["status"]))
+        return Lookup(open_incident, seen_in)
+
+    def _is_open(self, lock: dict[str, Any]) -> bool:
+        if lock.get("status") not in OPEN_STATUSES:
+            return False
+        expires = lock.get("expires_at")
+        return expires is None or int(expires) > int(self._clock().timestamp())
+
+    def open_for(self, key: str) -> OpenIncident | None:
+        response = self._db.get_item(TableName=self._table, Key=_lock_key(key), ConsistentRead=True)
+        item = response.get("Item")
+        if not item:
+            return None
+        lock = _from_item(item)
+        return (
+            OpenIncident(lock["incident_id"], IncidentStatus(lock["status"])) if self._is_open(lock) else None
+        )
+
+    def get(self, incident_id: str) -> Incident | None:
+        response = self._db.get_item(TableName=self._table, Key=_meta_key(incident_id), ConsistentRead=True)
+        item = response.get("Item")
+        return Incident.from_dict(_from_item(item)) if item else None
+
+    def audit_trail(self, incident_id: str) -> list[dict[str, Any]]:
+        response = self._db.query(
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :audit)",
+            ExpressionAttributeValues={":pk": {"S": f"INCIDENT#{incident_id}"}, ":audit": {"S": "AUDIT#"}},
+            ConsistentRead=True,
+        )
+        return [_from_item(i) for i in response.get("Items", [])]
+
+    def incidents(self, limit: int = 100) -> list[Incident]:
+        """Recent incidents, newest first. A scan: the table is small, and this is an operator's command."""
+        found: list[Incident] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "FilterExpression": "sk = :meta",
+            "ExpressionAttributeValues": {":meta": {"S": "META"}},
+        }
+        while True:
+            response = self._db.scan(**kwargs)
+            found.extend(Incident.from_dict(_from_item(i)) for i in response.get("Items", []))
+            if "LastEvaluatedKey" not in response:
+                break
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        found.sort(key=lambda i: i.opened_at, reverse=True)
+        return found[:limit]
+
+    # --- writes --------------------------------------------------------------------------------------
+
+    def _audit(self, incident_id: str, kind: str, actor: str | None, details: dict[str, Any]) -> Any:
+        now = self._clock()
+        return {
+            "Put": {
+                "TableName": self._table,
+                "Item": _item(
+                    {
+                        "pk": f"INCIDENT#{incident_id}",
+                        "sk": f"AUDIT#{_iso(now)}#{kind}",
+                        "kind": kind,
+                        "at": _iso(now),
+                        "actor": actor,
+                        "details": details,
+                    }
+                ),
+            }
+        }
+
+    def open(self, incident: Incident, event_id: str, audit_kind: str, audit: dict[str, Any]) -> Claim:
+        """Claim the principal for this incident, write it and its audit record, and mark the event handled.
+
+        A failed containment is recorded without marking the event, so Lambda's retry contains again.
+        """
+        now = self._clock()
+        lock: dict[str, Any] = {
+            "pk": f"PRINCIPAL#{incident.key}",
+            "sk": "OPEN",
+            "incident_id": incident.id,
+            "status": incident.status.value,
+            "opened_at": _iso(incident.opened_at),
+        }
+        if incident.status is not IncidentStatus.CONTAINED:
+            # Only a real containment holds until release; the others gather events for a window.
+            lock["expires_at"] = int((now + INCIDENT_WINDOW).timestamp())
+        items: list[Any] = [
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": _item(lock),
+                    "ConditionExpression": "attribute_not_exists(pk) OR #s IN (:failed, :released) "
+                    "OR (attribute_exists(expires_at) AND expires_at < :now)",
+                    "ExpressionAttributeNames": {"#s": "status"},
+                    "ExpressionAttributeValues": {
+                        ":failed": {"S": IncidentStatus.FAILED.value},
+                        ":released": {"S": IncidentStatus.RELEASED.value},
+                        ":now": {"N": str(int(now.timestamp()))},
+                    },
+                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                }
+            },
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": _item({"pk": f"INCIDENT#{incident.id}", "sk": "META", **incident.to_dict()}),
+                }
+            },
+            self._audit(incident.id, audit_kind, incident.responder, audit),
+        ]
+        if incident.status is not IncidentStatus.FAILED:
+            items.append(self._marker(event_id, incident.id))
+        try:
+            self._db.transact_write_items(TransactItems=items)
+        except self._db.exceptions.TransactionCanceledException as exc:
+            reasons = _cancellation_codes(exc)
+            duplicate = len(reasons) > 3 and reasons[3].get("Code") == "ConditionalCheckFailed"
+            if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                winner = _from_item(reasons[0].get("Item") or {}).get("incident_id", "")
+                return Claim(False, str(winner), duplicate=duplicate)
+            if duplicate:
+                return Claim(False, incident.id, duplicate=True)
+            raise
+        return Claim(True, incident.id)
+
+    def _marker(self, event_id: str, incident_id: str) -> Any:
+        expires = int((self._clock() + EVENT_MARKER_TTL).timestamp())
+        return {
+            "Put": {
+                "TableName": self._table,
+                "Item": _item(
+                    {
+                        "pk": f"EVENT#{event_id}",
+                        "sk": "EVENT",
+                        "incident_id": incident_id,
+                        "expires_at": expires,
+                    }
+                ),
+                "ConditionExpression": "attribute_not_exists(pk)",
+            }
+        }
+
+    def join(self, incident_id: str, event_id: str) -> bool:
+        """Count a later event into an open incident. False when this event was already counted."""
+        now = _iso(self._clock())
+        update: Any = {
+            "TableName": self._table,
+            "Key": _meta_key(incident_id),
+            "UpdateExpression": "ADD event_count :one SET last_event_at = :now, "
+            "event_ids = list_append(if_not_exists(event_ids, :empty), :id)",
+            "ConditionExpression": "attribute_exists(pk) AND size(event_ids) < :cap",
+            "ExpressionAttributeValues": {
+                ":one": {"N": "1"},
+                ":now": {"S": now},
+                ":empty": {"L": []},
+                ":id": {"L": [{"S": event_id}]},
+                ":cap": {"N": str(EVENT_IDS_CAP)},
+            },
+        }
+        for attempt in range(2):
+            try:
+                self._db.transact_write_items(
+                    TransactItems=[self._marker(event_id, incident_id), {"Update": update}]
+                )
+                return True
+            except self._db.exceptions.TransactionCanceledException as exc:
+                reasons = _cancellation_codes(exc)
+                if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                    return False
+                if attempt == 0 and len(reasons) > 1 and reasons[1].get("Code") == "ConditionalCheckFailed":
+                    # The id list is full: keep counting, stop listing.
+                    update["UpdateExpression"] = "ADD event_count :one SET last_event_at = :now"
+                    update["ConditionExpression"] = "attribute_exists(pk)"
+                    update["ExpressionAttributeValues"] = {":one": {"N": "1"}, ":now": {"S": now}}
+                    continue
+                raise
+        return False
+
+    def close(self, incident: Incident, released_by: str, reason: str, undone: list[dict[str, Any]]) -> None:
+        """Release: free the principal, mark the incident released, and audit who and why."""
+        now = _iso(self._clock())
+        self._db.transact_write_items(
+            TransactItems=[
+                {
+                    "Delete": {
+                        "TableName": self._table,
+                        "Key": _lock_key(incident.key),
+                        "ConditionExpression": "incident_id = :id",
+                        "ExpressionAttributeValues": {":id": {"S": incident.id}},
+                    }
+                },
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": _meta_key(incident.id),
+                        "UpdateExpression": "SET #s = :released, released_at = :now, released_by = :by, "
+                        "release_reason = :why, release_actions = :undone",
+                        "ExpressionAttributeNames": {"#s": "status"},
+                        "ExpressionAttributeValues": {
+                            ":released": {"S": IncidentStatus.RELEASED.value},
+                            ":now": {"S": now},
+                            ":by": {"S": released_by},
+                            ":why": {"S": reason},
+                            ":undone": _to_attr(undone),
+                        },
+                    }
+                },
+                self._audit(incident.id, "release", released_by, {"reason": reason, "undone": undone}),
+            ]
+        )
+
+    def record(self, incident_id: str, kind: str, actor: str | None, details: dict[str, Any]) -> None:
+        """An audit record on its own (a failed release, a raced containment)."""
+        self._db.transact_write_items(TransactItems=[self._audit(incident_id, kind, actor, details)])

@@ -1,0 +1,269 @@
+"""Containment planning and policy documents: pure, no AWS."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from guardrail.classifier import classify
+from guardrail.cloudtrail import parse_event
+from guardrail.containment import (
+    DENY_ALL_POLICY,
+    REVOKE_SESSIONS_CAVEAT,
+    Blocked,
+    DeactivateAccessKeys,
+    IncidentRef,
+    PutRoleDenyAll,
+    PutRoleRevokeOlderSessions,
+    PutUserDenyAll,
+    ResponderIdentity,
+    TagRole,
+    Target,
+    TargetKind,
+    containment_permissions,
+    deny_all_document,
+    plan_containment,
+    principal_key,
+    release_permissions,
+    revoke_older_sessions_document,
+)
+from guardrail.errors import GuardrailError
+from guardrail.settings import Settings
+from tests.conftest import load_event
+
+RESPONDER = ResponderIdentity.from_caller_arn(
+    "111122223333",
+    "arn:aws:sts::111122223333:assumed-role/guardrail-responder-ResponderFunctionRole-AbC123/guardrail-fn",
+)
+INCIDENT = IncidentRef("GR-20261120T031245Z-0a1b2c3d", datetime(2026, 11, 20, 3, 12, 45, 123456, tzinfo=UTC))
+
+
+def plan_for(
+    relative: str, env: dict[str, str] | None = None, responder: ResponderIdentity = RESPONDER
+) -> Any:
+    settings = Settings.from_env(env or {})
+    verdict = classify(parse_event(load_event(relative)), settings)
+    return plan_containment(verdict, settings, responder)
+
+
+def names(plan: Any) -> list[str]:
+    return [type(a).__name__ for a in plan.actions]
+
+
+def test_role_session_gets_deny_all_on_its_role_then_a_tag() -> None:
+    plan = plan_for("rules/dynamodb.table-deleted.json")
+    assert plan.blocked is None
+    assert plan.target == Target(TargetKind.ROLE, "AIAgentRole", "111122223333")
+    assert names(plan) == ["PutRoleDenyAll", "TagRole"]  # the write that stops the agent comes first
+    assert plan.caveats == ()
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        ("revoke_sessions", ["PutRoleRevokeOlderSessions", "TagRole"]),
+        ("both", ["PutRoleDenyAll", "PutRoleRevokeOlderSessions", "TagRole"]),
+    ],
+)
+def test_revoke_sessions_modes_carry_the_caveat(mode: str, expected: list[str]) -> None:
+    plan = plan_for("rules/dynamodb.table-deleted.json", {"GUARDRAIL_CONTAINMENT_ACTION": mode})
+    assert names(plan) == expected
+    assert plan.caveats == (REVOKE_SESSIONS_CAVEAT,)
+    assert "assume the role again" in REVOKE_SESSIONS_CAVEAT
+
+
+def test_iam_user_gets_deny_all_then_keys_deactivated() -> None:
+    plan = plan_for("principals/iam-user-terminate.json")
+    assert plan.target == Target(TargetKind.USER, "ai-agent-ci", "111122223333")
+    assert names(plan) == ["PutUserDenyAll", "DeactivateAccessKeys"]
+
+
+def test_federated_session_contains_the_issuing_user() -> None:
+    event = load_event("principals/iam-user-terminate.json")
+    event["detail"]["userIdentity"] = {
+        "type": "FederatedUser",
+        "principalId": "111122223333:agent-fed",
+        "arn": "arn:aws:sts::111122223333:federated-user/agent-fed",
+        "accountId": "111122223333",
+        "sessionContext": {"sessionIssuer": {"type": "IAMUser", "userName": "ai-agent-ci",
+                                             "arn": "arn:aws:iam::111122223333:user/ai-agent-ci"}},
+    }  # fmt: skip
+    settings = Settings.from_env({"GUARDRAIL_AGENT_PRINCIPALS": "arn:aws:sts::*:federated-user/agent*"})
+    plan = plan_containment(classify(parse_event(event), settings), settings, RESPONDER)
+    assert plan.target == Target(TargetKind.USER, "ai-agent-ci", "111122223333")
+
+
+@pytest.mark.parametrize(
+    ("relative", "env", "reason", "step"),
+    [
+        ("principals/identity-center-delete-table.json",
+         {"GUARDRAIL_AGENT_PRINCIPALS": "arn:aws:sts::*:assumed-role/AWSReservedSSO_*/*"},
+         "provisioned by IAM Identity Center", "remove the assignment of permission set AIAgentAccess"),
+        ("principals/root-delete-trail.json", {"GUARDRAIL_AGENT_PRINCIPALS": "arn:aws:iam::*:root"},
+         "root user is beyond IAM", "restrict the account with an SCP"),
+    ],
+)  # fmt: skip
+def test_not_containable_principals_get_manual_steps(
+    relative: str, env: dict[str, str], reason: str, step: str
+) -> None:
+    settings = Settings.from_env(env)
+    verdict = classify(parse_event(load_event(relative)), settings)
+    # Root is never decided "contain" by the classifier; the planner says why anyway.
+    verdict = copy.replace(verdict, decision=verdict.decision.__class__("contain"))
+    plan = plan_containment(verdict, settings, RESPONDER)
+    assert plan.blocked is Blocked.NOT_CONTAINABLE
+    assert reason in plan.reason
+    assert any(step in s for s in plan.manual_steps)
+    assert plan.actions == ()
+
+
+def test_service_linked_role_is_not_containable() -> None:
+    event = load_event("rules/dynamodb.table-deleted.json")
+    issuer = event["detail"]["userIdentity"]["sessionContext"]["sessionIssuer"]
+    issuer["arn"] = "arn:aws:iam::111122223333:role/aws-service-role/ops.amazonaws.com/AIAgentServiceRole"
+    issuer["userName"] = "AIAgentServiceRole"
+    event["detail"]["userIdentity"]["arn"] = "arn:aws:sts::111122223333:assumed-role/AIAgentServiceRole/s"
+    plan = plan_containment(
+        classify(parse_event(event), Settings.from_env({})), Settings.from_env({}), RESPONDER
+    )
+    assert plan.blocked is Blocked.NOT_CONTAINABLE
+    assert "AWS service" in plan.reason
+
+
+def test_other_account_is_not_containable_here_with_the_exact_command() -> None:
+    other = ResponderIdentity.from_caller_arn("999988887777", "arn:aws:sts::999988887777:assumed-role/R/s")
+    plan = plan_for("rules/dynamodb.table-deleted.json", responder=other)
+    assert plan.blocked is Blocked.NOT_CONTAINABLE
+    assert "account 111122223333" in plan.reason
+    assert (
+        f"aws iam put-role-policy --role-name AIAgentRole --policy-name {DENY_ALL_POLICY}"
+        in plan.manual_steps[0]
+    )
+
+
+def test_never_the_responders_own_role() -> None:
+    event = load_event("rules/dynamodb.table-deleted.json")
+    identity = event["detail"]["userIdentity"]
+    identity["arn"] = RESPONDER.arn
+    identity["sessionContext"]["sessionIssuer"]["userName"] = (
+        "guardrail-responder-ResponderFunctionRole-AbC123"
+    )
+    identity["sessionContext"]["sessionIssuer"]["arn"] = (
+        "arn:aws:iam::111122223333:role/guardrail-responder-ResponderFunctionRole-AbC123"
+    )
+    settings = Settings.from_env(
+        {"GUARDRAIL_AGENT_PRINCIPALS": "arn:aws:iam::*:role/*"}
+    )  # a careless pattern
+    plan = plan_containment(classify(parse_event(event), settings), settings, RESPONDER)
+    assert plan.blocked is Blocked.REFUSED
+    assert "responder's own role" in plan.reason
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"GUARDRAIL_PROTECTED_PRINCIPALS": "arn:aws:iam::*:role/AIAgentRole"},
+        {"GUARDRAIL_AGENT_PRINCIPALS": "arn:aws:iam::*:role/Other"},
+    ],
+)
+def test_protected_and_non_agents_are_refused_even_if_asked(env: dict[str, str]) -> None:
+    settings = Settings.from_env(env)
+    verdict = classify(parse_event(load_event("rules/dynamodb.table-deleted.json")), Settings.from_env({}))
+    plan = plan_containment(verdict, settings, RESPONDER)  # a contain decision, against these settings
+    assert plan.blocked is Blocked.REFUSED
+
+
+def test_deny_all_document_is_exact() -> None:
+    assert deny_all_document(INCIDENT) == {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "GuardrailIncidentGR20261120T031245Z0a1b2c3d",
+                "Effect": "Deny",
+                "Action": "*",
+                "Resource": "*",
+            }
+        ],
+    }
+
+
+def test_revoke_older_sessions_document_is_exact() -> None:
+    (statement,) = revoke_older_sessions_document(INCIDENT)["Statement"]
+    assert statement == {
+        "Sid": "GuardrailIncidentGR20261120T031245Z0a1b2c3d",
+        "Effect": "Deny",
+        "Action": "*",
+        "Resource": "*",
+        "Condition": {"DateLessThan": {"aws:TokenIssueTime": "2026-11-20T03:12:45Z"}},
+    }
+
+
+@pytest.mark.parametrize(
+    ("arn", "target"),
+    [
+        (
+            "arn:aws:iam::111122223333:role/AIAgentRole",
+            Target(TargetKind.ROLE, "AIAgentRole", "111122223333"),
+        ),
+        (
+            "arn:aws:iam::111122223333:role/team/agents/AIAgentRole",
+            Target(TargetKind.ROLE, "AIAgentRole", "111122223333"),
+        ),
+        (
+            "arn:aws:sts::111122223333:assumed-role/AIAgentRole/claude",
+            Target(TargetKind.ROLE, "AIAgentRole", "111122223333"),
+        ),
+        (
+            " arn:aws:iam::111122223333:user/ai-agent-ci ",
+            Target(TargetKind.USER, "ai-agent-ci", "111122223333"),
+        ),
+    ],
+)
+def test_target_from_arn(arn: str, target: Target) -> None:
+    assert Target.from_arn(arn) == target
+
+
+@pytest.mark.parametrize("arn", ["AIAgentRole", "arn:aws:s3:::bucket", "arn:aws:iam::12:role/x", ""])
+def test_target_from_bad_arn(arn: str) -> None:
+    with pytest.raises(GuardrailError, match="is not a role, user or assumed-role ARN"):
+        Target.from_arn(arn)
+
+
+def test_every_session_of_an_agent_shares_one_key() -> None:
+    one = parse_event(load_event("rules/dynamodb.table-deleted.json")).principal
+    event = load_event("rules/dynamodb.table-deleted.json")
+    event["detail"]["userIdentity"]["arn"] = (
+        "arn:aws:sts::111122223333:assumed-role/AIAgentRole/other-session"
+    )
+    other = parse_event(event).principal
+    assert principal_key(one) == principal_key(other) == "arn:aws:iam::111122223333:role/AIAgentRole"
+
+
+def test_actions_declare_their_permissions() -> None:
+    assert containment_permissions() == {
+        "iam:PutRolePolicy", "iam:TagRole", "iam:PutUserPolicy", "iam:ListAccessKeys", "iam:UpdateAccessKey",
+    }  # fmt: skip
+    assert release_permissions() == {
+        "iam:DeleteRolePolicy",
+        "iam:UntagRole",
+        "iam:DeleteUserPolicy",
+        "iam:UpdateAccessKey",
+    }
+    for action in (
+        PutRoleDenyAll(),
+        PutRoleRevokeOlderSessions(),
+        TagRole(),
+        PutUserDenyAll(),
+        DeactivateAccessKeys(),
+    ):
+        assert action.permissions
+        assert action.undo_permissions
+
+
+def test_dry_run_description_carries_the_exact_policy() -> None:
+    record = PutRoleDenyAll().describe(Target(TargetKind.ROLE, "AIAgentRole", "111122223333"), INCIDENT)
+    assert record.details["dry_run"] is True
+    assert record.details["policy"] == deny_all_document(INCIDENT)
