@@ -50,12 +50,15 @@ lint: $(VENV)/.installed
 
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
+	@# Every function's handler is app.py: one mypy run each, or they collide as modules.
+	for handler in functions/*/app.py; do $(BIN)/mypy "$$handler"; done
 
 template: setup
 	$(FAKE_AWS) $(SAM) validate --lint
 	$(FAKE_AWS) $(SAM) build --build-dir .aws-sam/build
 	@# A CodeUri pointing at a missing folder still "builds": check what came out.
 	test -f .aws-sam/build/ResponderFunction/app.py
+	test -f .aws-sam/build/ReleaseFunction/app.py
 	test -f .aws-sam/build/GuardrailLayer/python/guardrail/data/rules.yaml
 	test -d .aws-sam/build/GuardrailLayer/python/pydantic_core
 

@@ -25,8 +25,11 @@ def settings() -> Settings:
 
 
 @pytest.fixture(autouse=True)
-def _no_real_aws(monkeypatch: pytest.MonkeyPatch) -> None:
-    # No test may reach a real account by accident; moto and the local servers are the only AWS here.
+def _no_real_aws(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No test may reach a real account by accident; moto and the local servers are the only AWS here,
+    # except the live tests marked aws, which run only with `pytest -m aws`.
+    if request.node.get_closest_marker("aws"):
+        return
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")

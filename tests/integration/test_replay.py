@@ -11,7 +11,7 @@ import pytest
 from guardrail.aws import AwsClients
 from guardrail.cli import main
 from guardrail.errors import InvalidEventError
-from guardrail.replay import EmbeddedAws, LambdaContext, load_handler, replay
+from guardrail.replay import EmbeddedAws, invoke, load_handler, replay
 from guardrail.responder import Runtime, use_runtime
 from guardrail.settings import Settings
 from tests.conftest import EVENTS, load_event
@@ -48,7 +48,7 @@ def test_invalid_event_is_quarantined_with_its_reason(tmp_path: Any) -> None:
         use_runtime(Runtime(settings=settings, aws=AwsClients(session=session)))
         try:
             handler = load_handler()
-            summary = handler(bad, LambdaContext())
+            summary = invoke(handler, bad)
         finally:
             use_runtime(None)
         assert summary["status"] == "quarantined"
@@ -67,7 +67,7 @@ def test_without_a_quarantine_queue_the_invocation_fails_so_lambda_keeps_the_eve
     try:
         handler = load_handler()
         with pytest.raises(InvalidEventError, match="expected a JSON object|neither an EventBridge"):
-            handler({"hello": "world"}, LambdaContext())
+            invoke(handler, {"hello": "world"})
     finally:
         use_runtime(None)
 

@@ -45,6 +45,17 @@ def main(argv: list[str] | None = None) -> int:
 
     commands.add_parser("demo", help="the story in one command, on an embedded moto server")
 
+    p = commands.add_parser("release", help="undo a containment after investigation (audited)")
+    p.add_argument(
+        "--principal", required=True, help="the contained role or user ARN (or an assumed-role ARN)"
+    )
+    p.add_argument("--reason", required=True, help="why it is safe for the principal to act again")
+    p.add_argument("--released-by", help="who releases (default: the caller's AWS identity)")
+
+    p = commands.add_parser("incidents", help="list open and recent incidents from the state table")
+    p.add_argument("--json", action="store_true", help="print one JSON array")
+    p.add_argument("--limit", type=int, default=50)
+
     commands.add_parser("patterns", help="print the EventBridge patterns generated from the rule catalogue")
 
     commands.add_parser("rules", help="print the rule catalogue as Markdown (docs/rules.md)")
@@ -55,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
             return classify_command(args.paths, sys.stdout, sys.stderr)
         if args.command == "replay":
             return replay_command(args.paths, use_aws=args.aws, as_json=args.json)
+        if args.command == "release":
+            return release_command(args.principal, args.reason, args.released_by)
+        if args.command == "incidents":
+            return incidents_command(as_json=args.json, limit=args.limit)
         if args.command == "patterns":
             return patterns_command()
         if args.command == "rules":
@@ -105,6 +120,47 @@ def replay_command(paths: list[Path], *, use_aws: bool, as_json: bool) -> int:
         for result in results:
             print(render_result(result))
     return 1 if any(r["error"] and r["status"] != "quarantined" for r in results) else 0
+
+
+def _operator_runtime() -> Any:
+    from guardrail.aws import AwsClients
+    from guardrail.responder import Runtime
+    from guardrail.settings import Settings
+
+    settings = Settings.from_env()
+    if not settings.state_table:
+        raise ConfigurationError("set GUARDRAIL_STATE_TABLE to the stack's StateTableName output")
+    return Runtime(settings=settings, aws=AwsClients())
+
+
+def release_command(principal: str, reason: str, released_by: str | None) -> int:
+    from guardrail.responder import release
+
+    rt = _operator_runtime()
+    who = released_by or rt.aws.sts.get_caller_identity()["Arn"]
+    incident = release(principal, reason, who, rt)
+    print(
+        f"released {incident.key} (incident {incident.id}) by {incident.released_by}: {incident.release_reason}"
+    )
+    for action in incident.release_actions:
+        print(f"  undone: {action['action']} {json.dumps(action.get('details') or {})}")
+    return 0
+
+
+def incidents_command(*, as_json: bool, limit: int) -> int:
+    rt = _operator_runtime()
+    incidents = rt.store.incidents(limit=limit)
+    if as_json:
+        print(json.dumps([i.to_dict() for i in incidents], indent=2))
+        return 0
+    if not incidents:
+        print("no incidents")
+        return 0
+    print(f"{'opened (UTC)':20}  {'status':15}  {'events':>6}  {'principal':45}  incident")
+    for i in incidents:
+        opened = i.opened_at.strftime("%Y-%m-%d %H:%M:%S")
+        print(f"{opened:20}  {i.status.value:15}  {i.event_count:>6}  {i.key:45}  {i.id}")
+    return 0
 
 
 def patterns_command() -> int:
@@ -166,6 +222,20 @@ def render_result(result: dict[str, Any], title: str | None = None) -> str:
         )
         if result.get("reason"):
             lines.append(f"  why: {result['reason']}")
+    if result.get("incident_id"):
+        took = (
+            f", IAM write {result['containment_ms']} ms after handler start"
+            if result.get("containment_ms")
+            else ""
+        )
+        lines.append(f"  incident: {result['incident_id']} ({result['status']}{took})")
+    if result.get("verified") is not None:
+        lines.append(
+            "  verified: the agent's session is now denied"
+            if result["verified"]
+            else "  verified: NO, the agent's session still works"
+        )
+    lines.extend(f"  note: {note}" for note in result.get("notes") or [])
     if result["error"]:
         lines.append(f"  error: {result['error']}")
     if result["calls"]:

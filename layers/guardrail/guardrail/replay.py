@@ -77,6 +77,15 @@ class CallRecorder:
         )
 
 
+def invoke(handler: Handler, event: object) -> dict[str, Any]:
+    """Call a handler as Lambda would, one invocation."""
+    try:
+        return handler(event, LambdaContext())  # type: ignore[arg-type]
+    finally:
+        # In Lambda each invocation flushes (and so clears) its metrics; with metrics disabled nothing does.
+        metrics.clear_metrics()
+
+
 def find_project_file(relative: str) -> Path:
     """A file of the project checkout (functions/, events/), found from the cwd or this package."""
     override = os.environ.get("GUARDRAIL_PROJECT_DIR")
@@ -91,10 +100,10 @@ def find_project_file(relative: str) -> Path:
     )
 
 
-def load_handler() -> Handler:
-    """Import the real functions/responder/app.py, as Lambda would."""
-    path = find_project_file("functions/responder/app.py")
-    spec = importlib.util.spec_from_file_location("guardrail_responder_app", path)
+def load_handler(function: str = "responder") -> Handler:
+    """Import the real functions/<function>/app.py, as Lambda would."""
+    path = find_project_file(f"functions/{function}/app.py")
+    spec = importlib.util.spec_from_file_location(f"guardrail_{function}_app", path)
     if spec is None or spec.loader is None:
         raise GuardrailError(f"cannot import {path}")
     module = importlib.util.module_from_spec(spec)
@@ -117,16 +126,34 @@ def _environ(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = old
 
 
-class EmbeddedAws:
-    """A moto server on 127.0.0.1 with the responder's topic, table and quarantine queue."""
+_ALLOW_ALL = json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+)
+_TRUST_ANYONE = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}],
+    }
+)
 
-    def __init__(self) -> None:
+
+class EmbeddedAws:
+    """A moto server on 127.0.0.1 posing as one AWS account, with IAM enforced.
+
+    The responder runs as an IAM user of its own; each agent an event names gets a real role (or user)
+    and a real session, so replay can show that containment actually denies the agent.
+    """
+
+    def __init__(self, account: str = EMBEDDED_ACCOUNT, enforce_iam: bool = True) -> None:
         from moto.server import ThreadedMotoServer
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # its request log is not our report
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.account = account
+        self.enforce_iam = enforce_iam
         self.endpoint = ""
         self.settings_env: dict[str, str] = {}
+        self._agents: dict[str, boto3.session.Session] = {}
 
     def __enter__(self) -> EmbeddedAws:
         self._server.start()
@@ -135,23 +162,43 @@ class EmbeddedAws:
         self._env = _environ(
             {
                 "AWS_ENDPOINT_URL": self.endpoint,
+                "MOTO_ACCOUNT_ID": self.account,
                 "AWS_ACCESS_KEY_ID": "testing",
                 "AWS_SECRET_ACCESS_KEY": "testing",
-                "AWS_SESSION_TOKEN": "testing",
+                "AWS_SESSION_TOKEN": "",
                 "AWS_DEFAULT_REGION": REGION,
                 "AWS_REGION": REGION,
             }
         )
         self._env.__enter__()
+        os.environ.pop("AWS_SESSION_TOKEN", None)
         # moto keeps its state per process, not per server: start every replay from an empty account.
-        request = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")  # noqa: S310
-        urllib.request.urlopen(request, timeout=10).close()  # noqa: S310  (our own server on 127.0.0.1)
+        self._post("/moto-api/reset", "")
+        self._post("/moto-api/reset-auth", "inf")
+        iam = self.session().client("iam")
+        iam.create_user(UserName="guardrail-responder")
+        iam.put_user_policy(UserName="guardrail-responder", PolicyName="replay", PolicyDocument=_ALLOW_ALL)
+        key = iam.create_access_key(UserName="guardrail-responder")["AccessKey"]
+        os.environ["AWS_ACCESS_KEY_ID"] = key["AccessKeyId"]
+        os.environ["AWS_SECRET_ACCESS_KEY"] = key["SecretAccessKey"]
+        if self.enforce_iam:
+            self._post("/moto-api/reset-auth", "0")  # from here on, every request is authorised by IAM
         self._provision_responder()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._post("/moto-api/reset-auth", "inf")
         self._env.__exit__(None, None, None)
         self._server.stop()
+
+    def _post(self, path: str, body: str) -> None:
+        request = urllib.request.Request(  # noqa: S310
+            f"{self.endpoint}{path}",
+            data=body.encode(),
+            method="POST",
+            headers={"Content-Type": "text/plain"},
+        )
+        urllib.request.urlopen(request, timeout=10).close()  # noqa: S310  (our own server on 127.0.0.1)
 
     def session(self) -> boto3.session.Session:
         import boto3
@@ -180,22 +227,63 @@ class EmbeddedAws:
             "GUARDRAIL_QUARANTINE_QUEUE_URL": queue,
         }
 
-    def provision_principal(self, call: ApiCall) -> None:
-        """Create the role or user an event names, so containment has something real to act on."""
-        iam = self.session().client("iam")
+    def agent_session(self, call: ApiCall) -> boto3.session.Session | None:
+        """A working session for the role or user an event names (created on first sight), or None
+        when the principal is not one this account can hold."""
         principal = call.principal
-        try:
-            if principal.kind is PrincipalKind.ROLE and principal.name:
-                trust = {
-                    "Version": "2012-10-17",
-                    "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}],
-                }
-                iam.create_role(RoleName=principal.name, AssumeRolePolicyDocument=json.dumps(trust))
-            elif principal.kind is PrincipalKind.USER and principal.name:
-                iam.create_user(UserName=principal.name)
-                iam.create_access_key(UserName=principal.name)
-        except iam.exceptions.EntityAlreadyExistsException:
-            pass
+        if call.account != self.account or not principal.name:
+            return None
+        key = f"{principal.kind.value}/{principal.name}"
+        if key in self._agents:
+            return self._agents[key]
+        import boto3
+
+        iam = self.session().client("iam")
+        if principal.kind is PrincipalKind.ROLE:
+            role = iam.create_role(RoleName=principal.name, AssumeRolePolicyDocument=_TRUST_ANYONE)["Role"]
+            iam.put_role_policy(
+                RoleName=principal.name, PolicyName="AgentPermissions", PolicyDocument=_ALLOW_ALL
+            )
+            credentials = (
+                self.session()
+                .client("sts")
+                .assume_role(RoleArn=role["Arn"], RoleSessionName=principal.session_name or "agent")[
+                    "Credentials"
+                ]
+            )
+            session = boto3.session.Session(
+                aws_access_key_id=credentials["AccessKeyId"],
+                aws_secret_access_key=credentials["SecretAccessKey"],
+                aws_session_token=credentials["SessionToken"],
+                region_name=REGION,
+            )
+        elif principal.kind is PrincipalKind.USER:
+            iam.create_user(UserName=principal.name)
+            iam.put_user_policy(
+                UserName=principal.name, PolicyName="AgentPermissions", PolicyDocument=_ALLOW_ALL
+            )
+            key_pair = iam.create_access_key(UserName=principal.name)["AccessKey"]
+            session = boto3.session.Session(
+                aws_access_key_id=key_pair["AccessKeyId"],
+                aws_secret_access_key=key_pair["SecretAccessKey"],
+                region_name=REGION,
+            )
+        else:
+            return None
+        self._agents[key] = session
+        return session
+
+
+def agent_is_denied(session: boto3.session.Session) -> bool:
+    """Try a harmless call as the agent: True when AWS refuses it."""
+    from botocore.exceptions import ClientError
+
+    try:
+        session.client("s3").list_buckets()
+    except ClientError as exc:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return status in (401, 403) or "Denied" in exc.response.get("Error", {}).get("Code", "")
+    return False
 
 
 class _CurrentStderr:
@@ -236,8 +324,19 @@ def replay(
 
         with _environ(settings_env or {}):
             return _run(documents, boto3.session.Session(), None)
-    with EmbeddedAws() as aws, _environ({**aws.settings_env, **(settings_env or {})}):
+    with (
+        EmbeddedAws(account=_first_account(documents)) as aws,
+        _environ({**aws.settings_env, **(settings_env or {})}),
+    ):
         return _run(documents, aws.session(), aws)
+
+
+def _first_account(documents: list[tuple[str, object]]) -> str:
+    """The embedded AWS poses as the account of the first readable event (the responder's own)."""
+    for _, document in documents:
+        with suppress(InvalidEventError):
+            return parse_event(document).account or EMBEDDED_ACCOUNT
+    return EMBEDDED_ACCOUNT
 
 
 def _run(
@@ -268,13 +367,16 @@ def _replay_one(
         "status": None,
         "calls": [],
         "error": None,
+        "verified": None,
     }
     if isinstance(document, InvalidEventError):
         result["error"] = str(document)
         return result
+    agent = None
     if aws is not None:
         with suppress(InvalidEventError):  # the handler will say what is wrong with it
-            aws.provision_principal(parse_event(document))
+            agent = aws.agent_session(parse_event(document))
+    denied_before = agent_is_denied(agent) if agent is not None else None
     recorder.start()
     try:
         summary = handler(document, LambdaContext())  # type: ignore[arg-type]
@@ -285,9 +387,26 @@ def _replay_one(
         # In Lambda each invocation flushes its metrics; with metrics disabled nothing does.
         metrics.clear_metrics()
     result["calls"] = list(recorder.calls)
-    for key in ("event_id", "category", "severity", "decision", "status", "rule_ids", "reason"):
+    for key in (
+        "event_id",
+        "category",
+        "severity",
+        "decision",
+        "status",
+        "rule_ids",
+        "reason",
+        "incident_id",
+        "containment_ms",
+        "notes",
+    ):
         if key in summary:
             result[key] = summary[key]
+    if summary.get("decision") == "contain" and agent is not None:
+        # Proof, not assertion: the agent's own session tries a harmless call after the handler returns.
+        # A fresh containment counts only if the same call worked before it.
+        denied_after = agent_is_denied(agent)
+        fresh = summary.get("status") == "contained"
+        result["verified"] = denied_after and not (fresh and denied_before)
     if summary.get("status") == "quarantined":
         result["error"] = summary.get("error")
     return result

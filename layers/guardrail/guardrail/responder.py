@@ -1,7 +1,9 @@
 """What the handler does with an event: classify it, act on the verdict, and keep what it cannot read.
 
-Order matters during an incident: containment (when decided) is the first AWS write for an event;
-recording and notifying come after, and never undo or delay it.
+Order matters during an incident: when the decision is contain, the IAM write that stops the agent is the
+first AWS write for the event (a consistent read of the state table comes before it, to avoid repeating a
+containment); recording the incident comes after, and notifying after that. Nothing after the IAM write
+can undo or delay it.
 """
 
 from __future__ import annotations
@@ -9,28 +11,69 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
 from guardrail.aws import AwsClients
 from guardrail.classifier import classify
 from guardrail.cloudtrail import parse_event
-from guardrail.errors import InvalidEventError
+from guardrail.containment import (
+    CONSISTENCY_NOTE,
+    ActionRecord,
+    Blocked,
+    ContainmentFailed,
+    ContainmentPlan,
+    IncidentRef,
+    ResponderIdentity,
+    Target,
+    apply_plan,
+    plan_containment,
+    principal_key,
+    undo_records,
+)
+from guardrail.errors import ConfigurationError, InvalidEventError
+from guardrail.incidents import Incident, IncidentStatus, IncidentStore, ReleaseError, new_incident_id
 from guardrail.model import Decision, Verdict
 from guardrail.settings import Settings
 from guardrail.telemetry import logger, metrics
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 # SQS takes 256 KiB a message; keep room for the envelope around the rejected event.
 _QUARANTINE_EVENT_LIMIT = 200_000
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 @dataclass
 class Runtime:
-    """Everything an invocation needs from its container: settings and clients, built once."""
+    """Everything an invocation needs from its container: settings, clients, state, built once."""
 
     settings: Settings
     aws: AwsClients
+    clock: Callable[[], datetime] = _utc_now
+    _identity: ResponderIdentity | None = None
+    _store: IncidentStore | None = None
+
+    @property
+    def store(self) -> IncidentStore:
+        if self._store is None:
+            if not self.settings.state_table:
+                raise ConfigurationError("GUARDRAIL_STATE_TABLE is not set: incidents need the state table")
+            self._store = IncidentStore(self.aws.dynamodb, self.settings.state_table, self.clock)
+        return self._store
+
+    def identity(self) -> ResponderIdentity:
+        """Who the responder runs as; asked of STS once, and only when a containment needs it."""
+        if self._identity is None:
+            caller = self.aws.sts.get_caller_identity()
+            self._identity = ResponderIdentity.from_caller_arn(caller["Account"], caller["Arn"])
+        return self._identity
 
 
 _runtime: Runtime | None = None
@@ -54,33 +97,40 @@ def use_runtime(value: Runtime | None) -> None:
 class Outcome:
     """What the responder did with one event: the handler's return value, and replay's report."""
 
-    status: str  # classified | quarantined
+    # ignored | classified | contained | dry_run | not_containable | joined | duplicate | refused | quarantined
+    status: str
     verdict: Verdict | None = None
     error: str | None = None
+    incident_id: str | None = None
     actions: list[dict[str, Any]] = field(default_factory=list)
+    containment_ms: float | None = None
+    notes: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         result: dict[str, Any] = {"status": self.status}
         if self.verdict is not None:
             result.update(self.verdict.summary())
+        for key in ("incident_id", "containment_ms", "error"):
+            if getattr(self, key) is not None:
+                result[key] = getattr(self, key)
         if self.actions:
             result["actions"] = self.actions
-        if self.error:
-            result["error"] = self.error
+        if self.notes:
+            result["notes"] = self.notes
         return result
 
 
 def handle_event(event: object, rt: Runtime) -> Outcome:
     """Parse, classify, respond. Invalid input is quarantined, never acted on."""
+    started = time.perf_counter()
     try:
         call = parse_event(event)
     except InvalidEventError as exc:
         return quarantine(event, exc, rt)
-    return respond(classify(call, rt.settings), rt)
+    return respond(classify(call, rt.settings), rt, started)
 
 
-def respond(verdict: Verdict, rt: Runtime) -> Outcome:
-    started = time.perf_counter()
+def respond(verdict: Verdict, rt: Runtime, started: float) -> Outcome:
     call = verdict.call
     metrics.add_dimension("decision", verdict.decision.value)
     metrics.add_dimension("category", verdict.category.value)
@@ -93,10 +143,178 @@ def respond(verdict: Verdict, rt: Runtime) -> Outcome:
             "principal_kind": call.principal.kind.value,
             "is_agent": verdict.is_agent,
             "is_protected": verdict.is_protected,
-            "elapsed_ms": round((time.perf_counter() - started) * 1000, 3),
         },
     )
+    if verdict.decision is Decision.CONTAIN:
+        return contain(verdict, rt, started)
+    if verdict.decision is Decision.IGNORE:
+        return Outcome(status="ignored", verdict=verdict)
     return Outcome(status="classified", verdict=verdict)
+
+
+def contain(verdict: Verdict, rt: Runtime, started: float) -> Outcome:
+    """Stop the agent, once per principal, and record it. Raises ContainmentFailed when IAM refuses."""
+    settings, call = rt.settings, verdict.call
+    plan = plan_containment(verdict, settings, rt.identity())
+    if plan.blocked is Blocked.REFUSED:
+        # The classifier never decides contain for these: if we get here, something upstream is wrong.
+        logger.error(
+            "containment refused: reporting instead", extra={"reason": plan.reason, "event_id": call.event_id}
+        )
+        metrics.add_metric(name="ContainmentRefused", unit=MetricUnit.Count, value=1)
+        return Outcome(status="refused", verdict=verdict, error=f"containment refused: {plan.reason}")
+
+    key = plan.key or principal_key(call.principal)
+    store = rt.store
+    found = store.lookup(key, call.event_id)
+    if found.seen_in:
+        return Outcome(status="duplicate", verdict=verdict, incident_id=found.seen_in)
+    if found.open:
+        joined = store.join(found.open.incident_id, call.event_id)
+        return Outcome(
+            status="joined" if joined else "duplicate", verdict=verdict, incident_id=found.open.incident_id
+        )
+
+    now = rt.clock()
+    ref = IncidentRef(new_incident_id(now), now)
+    incident = Incident(
+        id=ref.id,
+        status=IncidentStatus.CONTAINED,
+        key=key,
+        principal_arn=call.principal.arn,
+        account=call.account,
+        region=call.region,
+        opened_at=now,
+        verdict=verdict.summary(),
+        event_ids=[call.event_id],
+        reason=plan.reason or verdict.reason,
+        manual_steps=list(plan.manual_steps),
+        caveats=list(plan.caveats),
+        responder=rt.identity().arn,
+        last_event_at=incident_time(now),
+    )
+
+    if plan.blocked is Blocked.NOT_CONTAINABLE:
+        incident.status = IncidentStatus.NOT_CONTAINABLE
+        logger.error("agent NOT CONTAINABLE here: manual steps required", extra=incident.to_dict())
+        metrics.add_metric(name="NotContainable", unit=MetricUnit.Count, value=1)
+        return _opened(
+            store.open(incident, call.event_id, "not_containable", {"reason": plan.reason}),
+            verdict,
+            incident,
+            rt,
+        )
+
+    if settings.dry_run:
+        assert plan.target is not None
+        incident.status = IncidentStatus.DRY_RUN
+        incident.actions = [a.describe(plan.target, ref).to_item() for a in plan.actions]
+        return _opened(
+            store.open(incident, call.event_id, "dry_run", {"would": incident.actions}), verdict, incident, rt
+        )
+
+    try:
+        records = apply_plan(plan, ref, rt.aws.iam, started)
+    except ContainmentFailed as exc:
+        incident.status = IncidentStatus.FAILED
+        incident.actions = [r.to_item() for r in exc.records]
+        incident.error = str(exc)
+        metrics.add_metric(name="ContainmentFailures", unit=MetricUnit.Count, value=1)
+        logger.error("CONTAINMENT FAILED: the agent may still be active", extra=incident.to_dict())
+        try:
+            store.open(incident, call.event_id, "contain_failed", {"error": str(exc)})
+        except Exception:  # the failure itself must surface, not a failure to record it
+            logger.exception("could not record the failed containment")
+        raise
+
+    incident.actions = [r.to_item() for r in records]
+    incident.containment_ms = records[0].ms if records else None
+    incident.caveats.append(CONSISTENCY_NOTE)
+    claim = store.open(incident, call.event_id, "contain", {"actions": incident.actions})
+    if not claim.won:
+        return _lost_race(plan, claim.incident_id, claim.duplicate, verdict, rt)
+    metrics.add_metric(name="Contained", unit=MetricUnit.Count, value=1)
+    if incident.containment_ms is not None:
+        metrics.add_metric(
+            name="ContainmentLatency", unit=MetricUnit.Milliseconds, value=incident.containment_ms
+        )
+    logger.warning("agent contained", extra=incident.to_dict())
+    return Outcome(
+        status="contained",
+        verdict=verdict,
+        incident_id=incident.id,
+        actions=incident.actions,
+        containment_ms=incident.containment_ms,
+        notes=incident.caveats,
+    )
+
+
+def incident_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _opened(claim: Any, verdict: Verdict, incident: Incident, rt: Runtime) -> Outcome:
+    if not claim.won:
+        status = (
+            "duplicate"
+            if claim.duplicate
+            else ("joined" if rt.store.join(claim.incident_id, verdict.call.event_id) else "duplicate")
+        )
+        return Outcome(status=status, verdict=verdict, incident_id=claim.incident_id)
+    return Outcome(
+        status=incident.status.value,
+        verdict=verdict,
+        incident_id=incident.id,
+        actions=incident.actions,
+        notes=[incident.reason, *incident.manual_steps]
+        if incident.status is IncidentStatus.NOT_CONTAINABLE
+        else [],
+    )
+
+
+def _lost_race(
+    plan: ContainmentPlan, winner_id: str, duplicate: bool, verdict: Verdict, rt: Runtime
+) -> Outcome:
+    """Another invocation claimed the principal while we were writing to IAM. Our writes repeated
+    its own; redo them under its incident so the role's policy and tags name the incident on record."""
+    winner = rt.store.get(winner_id)
+    if winner is not None and winner.status is IncidentStatus.CONTAINED:
+        apply_plan(plan, IncidentRef(winner.id, winner.opened_at), rt.aws.iam)
+    rt.store.record(winner_id, "raced", rt.identity().arn, {"event_id": verdict.call.event_id})
+    if duplicate:
+        return Outcome(status="duplicate", verdict=verdict, incident_id=winner_id)
+    joined = rt.store.join(winner_id, verdict.call.event_id)
+    return Outcome(status="joined" if joined else "duplicate", verdict=verdict, incident_id=winner_id)
+
+
+def release(principal: str, reason: str, released_by: str, rt: Runtime) -> Incident:
+    """Undo exactly what the containment added, after investigation, and audit who and why."""
+    if not reason or not reason.strip():
+        raise ReleaseError("a reason is required: say why it is safe for this principal to act again")
+    if not released_by or not released_by.strip():
+        raise ReleaseError("released_by is required: who is releasing")
+    target = Target.from_arn(principal)
+    store = rt.store
+    held = store.open_for(target.key)
+    if held is None:
+        raise ReleaseError(f"{target.key} is not contained: there is no open incident for it")
+    incident = store.get(held.incident_id)
+    if incident is None:
+        raise ReleaseError(f"incident {held.incident_id} holds {target.key} but its record is missing")
+    records = [ActionRecord.from_item(a) for a in incident.actions if not a.get("details", {}).get("dry_run")]
+    try:
+        undone = undo_records(records, rt.aws.iam)
+    except Exception as exc:
+        store.record(incident.id, "release_failed", released_by, {"reason": reason, "error": str(exc)})
+        raise ReleaseError(f"release of {target.key} failed, it stays contained: {exc}") from exc
+    store.close(incident, released_by.strip(), reason.strip(), [u.to_item() for u in undone])
+    metrics.add_metric(name="Released", unit=MetricUnit.Count, value=1)
+    logger.warning(
+        "principal released", extra={"incident_id": incident.id, "released_by": released_by, "reason": reason}
+    )
+    released = store.get(incident.id)
+    assert released is not None
+    return released
 
 
 def quarantine(event: object, error: InvalidEventError, rt: Runtime) -> Outcome:

@@ -1,0 +1,104 @@
+"""An AWS account on a moto server (IAM enforced), and the real responder handler wired to it."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from guardrail.aws import AwsClients
+from guardrail.cloudtrail import parse_event
+from guardrail.replay import CallRecorder, EmbeddedAws, invoke, load_handler
+from guardrail.responder import Runtime, use_runtime
+from guardrail.settings import Settings
+from tests.conftest import load_event
+
+ACCOUNT = "111122223333"
+READS = ("Get", "List", "Describe", "BatchGet", "Query", "Scan")
+
+
+@dataclass
+class Responder:
+    """Calls the real handler as Lambda would, and remembers every AWS call it made."""
+
+    aws: EmbeddedAws
+    runtime: Runtime
+    recorder: CallRecorder
+    handler: Any
+    calls: list[dict[str, Any]] = field(default_factory=list)
+
+    def __call__(self, event: dict[str, Any]) -> dict[str, Any]:
+        self.recorder.start()
+        try:
+            return invoke(self.handler, event)
+        finally:
+            self.calls.extend(self.recorder.calls)
+
+    def writes(self, service: str | None = None) -> list[str]:
+        return [
+            c["operation"]
+            for c in self.calls
+            if not c["operation"].startswith(READS) and (service is None or c["service"] == service)
+        ]
+
+    def agent(self, event: dict[str, Any]) -> boto3.session.Session:
+        session = self.aws.agent_session(parse_event(event))
+        assert session is not None
+        return session
+
+
+@pytest.fixture
+def account() -> Iterator[EmbeddedAws]:
+    with EmbeddedAws(account=ACCOUNT) as aws:
+        yield aws
+
+
+@pytest.fixture
+def make_responder(account: EmbeddedAws) -> Iterator[Any]:
+    def build(env: dict[str, str] | None = None, session: boto3.session.Session | None = None) -> Responder:
+        session = session or account.session()
+        recorder = CallRecorder()
+        recorder.attach(session)
+        runtime = Runtime(
+            settings=Settings.from_env({**account.settings_env, **(env or {})}),
+            aws=AwsClients(session=session),
+        )
+        use_runtime(runtime)
+        return Responder(account, runtime, recorder, load_handler())
+
+    yield build
+    use_runtime(None)
+
+
+@pytest.fixture
+def responder(make_responder: Any) -> Responder:
+    return make_responder()
+
+
+def critical(
+    relative: str = "rules/dynamodb.table-deleted.json", event_id: str | None = None
+) -> dict[str, Any]:
+    event = copy.deepcopy(load_event(relative))
+    if event_id is not None:
+        event["detail"]["eventID"] = event_id
+    return event
+
+
+def fresh_id() -> str:
+    return str(uuid.uuid4())
+
+
+def denied(call: Any) -> bool:
+    """True when AWS refuses the call for lack of permission (moto answers some services with a bare 403)."""
+    try:
+        call()
+    except ClientError as exc:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return status in (401, 403)
+    return False
