@@ -138,3 +138,61 @@ def test_sam_local_env_file_names_the_function_and_only_known_settings(template:
         if name.startswith("GUARDRAIL_"):
             assert name in declared, f"{name} is in local-env.json but not in the template"
     assert env["ResponderFunction"]["GUARDRAIL_DRY_RUN"] == "true"  # a local invoke never contains anyone
+
+
+def _statements(template: dict[str, Any], function: str) -> list[dict[str, Any]]:
+    statements = []
+    for policy in template["Resources"][function]["Properties"].get("Policies", []):
+        if isinstance(policy, dict) and "Statement" in policy:
+            statements.extend(policy["Statement"])
+    return statements
+
+
+def _allowed(template: dict[str, Any], function: str, prefix: str) -> set[str]:
+    return {
+        action
+        for s in _statements(template, function)
+        if s["Effect"] == "Allow"
+        for action in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
+        if action.startswith(prefix)
+    }
+
+
+def test_iam_permissions_are_exactly_what_the_actions_declare(template: dict[str, Any]) -> None:
+    from guardrail.containment import containment_permissions, release_permissions  # noqa: PLC0415
+
+    assert _allowed(template, "ResponderFunction", "iam:") == containment_permissions()
+    assert _allowed(template, "ReleaseFunction", "iam:") == release_permissions()
+
+
+def test_table_permissions_are_exactly_what_the_store_declares(template: dict[str, Any]) -> None:
+    from guardrail.incidents import RELEASE_TABLE_PERMISSIONS, RESPONDER_TABLE_PERMISSIONS  # noqa: PLC0415
+
+    assert _allowed(template, "ResponderFunction", "dynamodb:") == set(RESPONDER_TABLE_PERMISSIONS)
+    assert _allowed(template, "ReleaseFunction", "dynamodb:") == set(RELEASE_TABLE_PERMISSIONS)
+
+
+@pytest.mark.parametrize("function", ["ResponderFunction", "ReleaseFunction"])
+def test_no_write_on_every_resource_and_iam_writes_only_on_agents(
+    template: dict[str, Any], function: str
+) -> None:
+    for statement in _statements(template, function):
+        assert statement["Resource"] != "*", f"{function}: {statement.get('Sid')} grants on every resource"
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        if statement["Effect"] == "Allow" and any(a.startswith("iam:") for a in actions):
+            # Role and user ARNs built from the agent name parameters, nothing else.
+            rendered = json.dumps(statement["Resource"])
+            assert "AgentRoleNames" in rendered or "AgentUserNames" in rendered, statement.get("Sid")
+
+
+def test_responder_is_denied_iam_on_its_own_stack(template: dict[str, Any]) -> None:
+    denies = [s for s in _statements(template, "ResponderFunction") if s["Effect"] == "Deny"]
+    assert any(s["Action"] == "iam:*" and "${AWS::StackName}-*" in json.dumps(s["Resource"]) for s in denies)
+
+
+def test_agent_principals_setting_is_built_from_the_same_names(template: dict[str, Any]) -> None:
+    variables = template["Resources"]["ResponderFunction"]["Properties"]["Environment"]["Variables"]
+    rendered = json.dumps(variables["GUARDRAIL_AGENT_PRINCIPALS"])
+    assert "AgentRoleNames" in rendered
+    assert "AgentUserNames" in rendered
+    assert "assumed-role" in rendered
