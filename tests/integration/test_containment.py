@@ -64,6 +64,9 @@ def test_contained_role_session_is_denied_and_release_restores_it(responder: Res
     assert "guardrail:incident" not in {t["Key"] for t in iam.list_role_tags(RoleName="AIAgentRole")["Tags"]}
     trail = responder.runtime.store.audit_trail(incident.id)
     assert [a["kind"] for a in trail] == ["contain", "release"]
+    assert trail[0]["details"]["principal"] == event["detail"]["userIdentity"]["arn"]
+    assert trail[0]["details"]["event_ids"] == [event["detail"]["eventID"]]
+    assert trail[0]["details"]["containment_ms"] == summary["containment_ms"]
     contain_actions = trail[0]["details"]["actions"]
     assert all(a["request_ids"] and a["request_ids"][0] for a in contain_actions)
     assert trail[1]["actor"] == "jane@example.com"
@@ -206,11 +209,30 @@ def test_identity_center_incident_is_recorded_as_not_containable(
     assert responder(critical(relative, event_id=fresh_id()))["status"] == "joined"
 
 
-def test_root_is_reported_never_contained(responder: Responder) -> None:
+def test_root_is_recorded_as_not_containable_with_the_steps(responder: Responder) -> None:
     summary = responder(critical("principals/root-delete-trail.json"))
     assert (summary["decision"], summary["severity"]) == ("notify", "critical")
     assert "IAM cannot restrict the root user" in summary["reason"]
+    assert summary["status"] == "not_containable"
     assert responder.writes("iam") == []
+    (incident,) = responder.runtime.store.incidents()
+    assert incident.status is IncidentStatus.NOT_CONTAINABLE
+    assert incident.key == f"arn:aws:iam::{ACCOUNT}:root"
+    assert any("SCP" in step for step in incident.manual_steps)
+
+
+def test_an_account_the_iam_provider_cannot_reach_is_not_containable(make_responder: Any) -> None:
+    class NoAccounts:
+        def iam_for(self, account: str) -> None:
+            return None
+
+    responder = make_responder()
+    responder.runtime.iam_provider = NoAccounts()
+    summary = responder(critical())
+    assert summary["status"] == "not_containable"
+    assert responder.writes("iam") == []
+    (incident,) = responder.runtime.store.incidents()
+    assert "aws iam put-role-policy --role-name AIAgentRole" in incident.manual_steps[0]
 
 
 def test_containment_refused_by_iam_fails_loudly_and_the_retry_contains(responder: Responder) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import boto3
@@ -64,3 +64,22 @@ class AwsClients:
     @property
     def dynamodb(self) -> DynamoDBClient:
         return self._client("dynamodb")  # type: ignore[no-any-return]
+
+
+class IamProvider(Protocol):
+    """IAM clients per account: where containment in another account plugs in (an assumed role there)."""
+
+    def iam_for(self, account: str) -> IAMClient | None:
+        """A client that can write IAM in `account`, or None when this responder cannot reach it."""
+        ...
+
+
+@dataclass
+class SameAccountIam:
+    """The default provider: the responder's own account and nothing else."""
+
+    aws: AwsClients
+    account: str
+
+    def iam_for(self, account: str) -> IAMClient | None:
+        return self.aws.iam if account == self.account else None

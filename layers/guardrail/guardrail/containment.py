@@ -27,6 +27,8 @@ from guardrail.model import Decision, Principal, PrincipalKind, Verdict
 from guardrail.settings import ContainmentMode, Settings
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from mypy_boto3_iam import IAMClient
 
 DENY_ALL_POLICY = "GuardrailEmergencyDenyAll"
@@ -412,25 +414,25 @@ def _deny_command(target: Target) -> str:
     )
 
 
-def plan_containment(verdict: Verdict, settings: Settings, responder: ResponderIdentity) -> ContainmentPlan:
-    """What containing the caller of this verdict means: pure, no AWS."""
+def plan_containment(
+    verdict: Verdict,
+    settings: Settings,
+    responder: ResponderIdentity,
+    reachable: Callable[[str], bool] | None = None,
+) -> ContainmentPlan:
+    """What containing the caller of this verdict means: pure, no AWS.
+
+    `reachable(account)` says whether the responder holds IAM credentials for an account; by default only
+    its own. A provider of sessions in other accounts (an assumed containment role) widens it.
+    """
+    can_reach = reachable or (lambda account: account == responder.account)
     principal = verdict.call.principal
     caveats: tuple[str, ...] = ()
     if settings.containment_mode is not ContainmentMode.DENY_ALL:
         caveats = (REVOKE_SESSIONS_CAVEAT,)
 
-    # Never: these are bugs upstream (the classifier should not decide contain for them). Report instead.
-    if verdict.decision is not Decision.CONTAIN:
-        return ContainmentPlan(
-            None, blocked=Blocked.REFUSED, reason=f"decision is {verdict.decision}, not contain"
-        )
-    if not settings.agent_principals.matches(*principal.arns):
-        return ContainmentPlan(None, blocked=Blocked.REFUSED, reason="the principal is not a watched agent")
-    if settings.protected_principals.matches(*principal.arns):
-        return ContainmentPlan(None, blocked=Blocked.REFUSED, reason="the principal is protected")
-
-    kind = principal.kind
-    if kind is PrincipalKind.ROOT:
+    # Root is reported whatever the decision: an incident with the manual steps, since IAM cannot act.
+    if principal.kind is PrincipalKind.ROOT:
         return ContainmentPlan(
             None,
             blocked=Blocked.NOT_CONTAINABLE,
@@ -442,6 +444,17 @@ def plan_containment(verdict: Verdict, settings: Settings, responder: ResponderI
                 "Review CloudTrail for everything the root user did (userIdentity.type = Root).",
             ),
         )
+    # Never: these are bugs upstream (the classifier should not decide contain for them). Report instead.
+    if verdict.decision is not Decision.CONTAIN:
+        return ContainmentPlan(
+            None, blocked=Blocked.REFUSED, reason=f"decision is {verdict.decision}, not contain"
+        )
+    if not settings.agent_principals.matches(*principal.arns):
+        return ContainmentPlan(None, blocked=Blocked.REFUSED, reason="the principal is not a watched agent")
+    if settings.protected_principals.matches(*principal.arns):
+        return ContainmentPlan(None, blocked=Blocked.REFUSED, reason="the principal is protected")
+
+    kind = principal.kind
     if kind is PrincipalKind.IDENTITY_CENTER:
         permission_set = principal.name.removeprefix("AWSReservedSSO_").rsplit("_", 1)[0] or principal.name
         return ContainmentPlan(
@@ -487,7 +500,7 @@ def plan_containment(verdict: Verdict, settings: Settings, responder: ResponderI
             manual_steps=("Identify the principal from the CloudTrail record and contain it by hand.",),
         )
 
-    if target.account != responder.account:
+    if not can_reach(target.account):
         return ContainmentPlan(
             target,
             blocked=Blocked.NOT_CONTAINABLE,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from guardrail.aws import AwsClients
+from guardrail.aws import AwsClients, IamProvider, SameAccountIam
 from guardrail.classifier import classify
 from guardrail.cloudtrail import parse_event
 from guardrail.containment import (
@@ -35,12 +35,14 @@ from guardrail.containment import (
 )
 from guardrail.errors import ConfigurationError, InvalidEventError
 from guardrail.incidents import Incident, IncidentStatus, IncidentStore, ReleaseError, new_incident_id
-from guardrail.model import Decision, Verdict
+from guardrail.model import Decision, PrincipalKind, Verdict
 from guardrail.settings import Settings
 from guardrail.telemetry import logger, metrics
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from mypy_boto3_iam import IAMClient
 
 # SQS takes 256 KiB a message; keep room for the envelope around the rejected event.
 _QUARANTINE_EVENT_LIMIT = 200_000
@@ -57,8 +59,15 @@ class Runtime:
     settings: Settings
     aws: AwsClients
     clock: Callable[[], datetime] = _utc_now
+    iam_provider: IamProvider | None = None
     _identity: ResponderIdentity | None = None
     _store: IncidentStore | None = None
+
+    def iam_for(self, account: str) -> IAMClient | None:
+        """IAM in `account`, if this responder can reach it (by default: its own account only)."""
+        if self.iam_provider is None:
+            self.iam_provider = SameAccountIam(self.aws, self.identity().account)
+        return self.iam_provider.iam_for(account)
 
     @property
     def store(self) -> IncidentStore:
@@ -145,7 +154,8 @@ def respond(verdict: Verdict, rt: Runtime, started: float) -> Outcome:
             "is_protected": verdict.is_protected,
         },
     )
-    if verdict.decision is Decision.CONTAIN:
+    if verdict.decision is Decision.CONTAIN or call.principal.kind is PrincipalKind.ROOT:
+        # Root is never contained (nothing in IAM can), but it is recorded as an incident with the steps.
         return contain(verdict, rt, started)
     if verdict.decision is Decision.IGNORE:
         return Outcome(status="ignored", verdict=verdict)
@@ -155,7 +165,7 @@ def respond(verdict: Verdict, rt: Runtime, started: float) -> Outcome:
 def contain(verdict: Verdict, rt: Runtime, started: float) -> Outcome:
     """Stop the agent, once per principal, and record it. Raises ContainmentFailed when IAM refuses."""
     settings, call = rt.settings, verdict.call
-    plan = plan_containment(verdict, settings, rt.identity())
+    plan = plan_containment(verdict, settings, rt.identity(), reachable=lambda a: rt.iam_for(a) is not None)
     if plan.blocked is Blocked.REFUSED:
         # The classifier never decides contain for these: if we get here, something upstream is wrong.
         logger.error(
@@ -213,8 +223,11 @@ def contain(verdict: Verdict, rt: Runtime, started: float) -> Outcome:
             store.open(incident, call.event_id, "dry_run", {"would": incident.actions}), verdict, incident, rt
         )
 
+    assert plan.target is not None
+    iam = rt.iam_for(plan.target.account)
+    assert iam is not None  # the planner only plans for reachable accounts
     try:
-        records = apply_plan(plan, ref, rt.aws.iam, started)
+        records = apply_plan(plan, ref, iam, started)
     except ContainmentFailed as exc:
         incident.status = IncidentStatus.FAILED
         incident.actions = [r.to_item() for r in exc.records]
@@ -230,7 +243,13 @@ def contain(verdict: Verdict, rt: Runtime, started: float) -> Outcome:
     incident.actions = [r.to_item() for r in records]
     incident.containment_ms = records[0].ms if records else None
     incident.caveats.append(CONSISTENCY_NOTE)
-    claim = store.open(incident, call.event_id, "contain", {"actions": incident.actions})
+    audit = {
+        "principal": incident.principal_arn,
+        "event_ids": incident.event_ids,
+        "containment_ms": incident.containment_ms,
+        "actions": incident.actions,
+    }
+    claim = store.open(incident, call.event_id, "contain", audit)
     if not claim.won:
         return _lost_race(plan, claim.incident_id, claim.duplicate, verdict, rt)
     metrics.add_metric(name="Contained", unit=MetricUnit.Count, value=1)
@@ -278,8 +297,9 @@ def _lost_race(
     """Another invocation claimed the principal while we were writing to IAM. Our writes repeated
     its own; redo them under its incident so the role's policy and tags name the incident on record."""
     winner = rt.store.get(winner_id)
-    if winner is not None and winner.status is IncidentStatus.CONTAINED:
-        apply_plan(plan, IncidentRef(winner.id, winner.opened_at), rt.aws.iam)
+    iam = rt.iam_for(plan.target.account) if plan.target else None
+    if winner is not None and winner.status is IncidentStatus.CONTAINED and iam is not None:
+        apply_plan(plan, IncidentRef(winner.id, winner.opened_at), iam)
     rt.store.record(winner_id, "raced", rt.identity().arn, {"event_id": verdict.call.event_id})
     if duplicate:
         return Outcome(status="duplicate", verdict=verdict, incident_id=winner_id)
@@ -302,8 +322,11 @@ def release(principal: str, reason: str, released_by: str, rt: Runtime) -> Incid
     if incident is None:
         raise ReleaseError(f"incident {held.incident_id} holds {target.key} but its record is missing")
     records = [ActionRecord.from_item(a) for a in incident.actions if not a.get("details", {}).get("dry_run")]
+    iam = rt.iam_for(target.account)
+    if records and iam is None:
+        raise ReleaseError(f"{target.key} is in account {target.account}, which this responder cannot reach")
     try:
-        undone = undo_records(records, rt.aws.iam)
+        undone = undo_records(records, iam) if records and iam is not None else []
     except Exception as exc:
         store.record(incident.id, "release_failed", released_by, {"reason": reason, "error": str(exc)})
         raise ReleaseError(f"release of {target.key} failed, it stays contained: {exc}") from exc
