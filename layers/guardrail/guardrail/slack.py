@@ -1,0 +1,157 @@
+"""Slack rendering of an incident message: Block Kit an on-call engineer can act on at 3 a.m.
+
+Everything that comes from the event is attacker-controlled (a bucket name, a session name, a userAgent
+can all be chosen by the agent): it is escaped for mrkdwn, so `<!channel>`, `<@U123>` or
+`<https://evil|innocent>` show as text and notify nobody, and it is clipped to Block Kit's limits
+(header 150 characters, section text 3,000, field 2,000, 50 blocks) with a visible marker, never an error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+    ButtonElement,
+    ContextBlock,
+    DividerBlock,
+    HeaderBlock,
+    MarkdownTextObject,
+    PlainTextObject,
+    SectionBlock,
+)
+
+from guardrail.notify import outcome_label, subject
+
+HEADER_LIMIT = 150
+SECTION_LIMIT = 3000
+FIELD_LIMIT = 2000
+BLOCK_LIMIT = 50
+TRUNCATED = "… (truncated)"
+
+_ICONS = {"critical": ":rotating_light:", "high": ":red_circle:", "medium": ":large_orange_circle:",
+          "low": ":large_yellow_circle:", "info": ":white_circle:"}  # fmt: skip
+
+
+def escape(text: object) -> str:
+    """mrkdwn control characters as entities: Slack shows them, and parses no mention or link from them."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - len(TRUNCATED)] + TRUNCATED
+
+
+def _code(text: object, limit: int = 300) -> str:
+    # Backticks inside would close the span early: show them as a look-alike, the value stays readable.
+    return "`" + escape(clip(str(text).replace("`", "\u02cb"), limit)) + "`"
+
+
+def _section(text: str) -> SectionBlock:
+    return SectionBlock(text=MarkdownTextObject(text=clip(text, SECTION_LIMIT)))
+
+
+def _fields(pairs: list[tuple[str, str]]) -> SectionBlock:
+    return SectionBlock(
+        fields=[MarkdownTextObject(text=clip(f"*{k}*\n{v}", FIELD_LIMIT)) for k, v in pairs[:10]]
+    )
+
+
+def _containment_text(message: dict[str, Any]) -> str:
+    status = message["status"]
+    containment = message.get("containment") or {}
+    if status == "contained":
+        took = containment.get("containment_ms")
+        done = ", ".join(a["action"] for a in containment.get("actions") or [])
+        text = f":lock: *Contained*: {escape(done)}" + (
+            f" ({took} ms after the event arrived)" if took else ""
+        )
+    elif status == "dry_run":
+        text = ":test_tube: *Dry run: would contain* (nothing was changed; `GUARDRAIL_DRY_RUN=true`)"
+    elif status == "not_containable":
+        steps = "\n".join(f"• {escape(s)}" for s in containment.get("manual_steps") or [])
+        text = f":warning: *Not containable here*: {escape(message['reason'])}\n*Do this by hand:*\n{steps}"
+    elif status == "failed":
+        text = f":x: *CONTAINMENT FAILED: the agent may still be active.* {escape(containment.get('error') or '')}"
+    elif status == "refused":
+        text = f":no_entry: *Not contained*: {escape(message['reason'])}"
+    elif status == "released":
+        text = (
+            f":unlock: *Released* by {escape(containment.get('released_by') or '?')}: "
+            f"{escape(containment.get('release_reason') or '')}"
+        )
+    else:
+        text = ":mag: *Reported*, not contained: " + escape(message["reason"])
+    for caveat in containment.get("caveats") or []:
+        text += f"\n_{escape(caveat)}_"
+    return text
+
+
+def render(message: dict[str, Any]) -> dict[str, Any]:
+    """The chat.postMessage / webhook payload: fallback text and blocks."""
+    event, principal = message["event"], message["principal"]
+    who = principal["name"] or principal["arn"] or principal["kind"]
+    icon = _ICONS.get(message["severity"], "")
+    label = outcome_label(message)
+    header = f"{icon} {message['severity'].upper()} | {label} | {who}"
+    if message["kind"] == "update":
+        header = f"{icon} UPDATE | {label} | {who}"
+    blocks: list[Block] = [HeaderBlock(text=PlainTextObject(text=clip(header, HEADER_LIMIT), emoji=True))]
+
+    if message["kind"] == "update":
+        summary = message["counts"].get("summary") or f"{message['counts'].get('events')} events so far"
+        blocks.append(_section(f"{escape(summary)} (incident `{escape(message['incident_id'])}`)"))
+    else:
+        top = message["rules"][0]["title"] if message["rules"] else "No rule matched"
+        target = f" on {_code(event['target'])}" if event["target"] else ""
+        blocks.append(
+            _section(
+                f"*{escape(top)}*: {_code(event['name'], 120)}{target}\n{escape(clip(message['reason'], 1500))}"
+            )
+        )
+        session = f" (session {_code(principal['session'], 120)})" if principal["session"] else ""
+        blocks.append(
+            _fields(
+                [
+                    ("Who", f"{_code(principal['arn'] or principal['kind'], 400)}{session}"),
+                    ("Agent / tool", escape(event["agent_tool"] or "not recognised")),
+                    ("What", f"{_code(event['name'], 120)} on {_code(event['source'], 120)}"),
+                    (
+                        "Where",
+                        f"{_code(message['account'], 20)} ({escape(message['environment'])}), {_code(message['region'], 40)}",
+                    ),
+                    ("When", escape(event["time"])),
+                    ("Source IP", _code(event["source_ip"] or "unknown", 100)),
+                ]
+            )
+        )
+    blocks.append(_section(_containment_text(message)))
+    if message["kind"] != "update" and message["rules"]:
+        rule = message["rules"][0]
+        blocks.append(
+            _section(
+                f"*Why it matters* ({escape(rule['attack'])}): {escape(rule['why'])}\n*Fix:* {escape(rule['fix'])}"
+            )
+        )
+    if message.get("release_command"):
+        blocks.append(_section(f"*Release after investigation:*\n```{escape(message['release_command'])}```"))
+    buttons = [
+        ButtonElement(text=PlainTextObject(text=text), url=url, action_id=f"open_{name}")
+        for name, text in (
+            ("cloudtrail", "CloudTrail event"),
+            ("iam", "IAM principal"),
+            ("runbook", "Runbook"),
+        )
+        if (url := message["links"].get(name))
+    ]
+    if buttons:
+        blocks.append(ActionsBlock(elements=buttons))
+    context = [f"incident `{escape(message['incident_id'])}`"] if message["incident_id"] else []
+    context += [
+        f"event `{escape(event['id'])}`",
+        f"rules: {escape(', '.join(r['id'] for r in message['rules']) or 'none')}",
+    ]
+    blocks.append(ContextBlock(elements=[MarkdownTextObject(text=clip(" · ".join(context), SECTION_LIMIT))]))
+    blocks.insert(len(blocks) - 1, DividerBlock())
+    return {"text": escape(subject(message)), "blocks": [b.to_dict() for b in blocks[:BLOCK_LIMIT]]}

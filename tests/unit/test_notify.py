@@ -1,0 +1,196 @@
+"""The incident message, its email text and subject, and its Slack rendering: pure, no AWS."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from guardrail.classifier import classify
+from guardrail.cloudtrail import parse_event
+from guardrail.containment import IncidentRef, ResponderIdentity, plan_containment
+from guardrail.incidents import Incident, IncidentStatus
+from guardrail.model import Decision
+from guardrail.notify import (
+    agent_tool,
+    attributes,
+    email_text,
+    incident_message,
+    sns_payload,
+    subject,
+    target_resource,
+)
+from guardrail.settings import Settings
+from guardrail.slack import BLOCK_LIMIT, HEADER_LIMIT, SECTION_LIMIT, TRUNCATED, escape, render
+from tests.conftest import EVENTS, load_event
+
+OPENED = datetime(2026, 11, 20, 3, 12, 50, tzinfo=UTC)
+RESPONDER = ResponderIdentity.from_caller_arn(
+    "111122223333", "arn:aws:sts::111122223333:assumed-role/guardrail-fn/x"
+)
+RUNBOOK = "https://example.com/runbook"
+
+
+def message_for(event: dict[str, Any], status: str | None = None) -> dict[str, Any]:
+    """The first message the responder would publish for this event, with fixed ids and times."""
+    settings = Settings.from_env({})
+    verdict = classify(parse_event(event), settings)
+    incident = None
+    if verdict.decision is not Decision.IGNORE:
+        plan = plan_containment(verdict, settings, RESPONDER)
+        ref = IncidentRef("GR-20261120T031250Z-00000000", OPENED)
+        contained = verdict.decision is Decision.CONTAIN and plan.target is not None and plan.blocked is None
+        incident = Incident(
+            id=ref.id,
+            status=IncidentStatus.CONTAINED if contained else IncidentStatus.REPORTED,
+            key=plan.key or "key",
+            principal_arn=verdict.call.principal.arn,
+            account=verdict.call.account,
+            region=verdict.call.region,
+            opened_at=OPENED,
+            verdict=verdict.summary(),
+            actions=[
+                {**a.describe(plan.target, ref).to_item(), "at": "2026-11-20T03:12:50Z", "details": {}}
+                for a in plan.actions
+            ]
+            if contained and plan.target
+            else [],  # fmt: skip
+            containment_ms=42.0 if contained else None,
+        )
+        status = status or incident.status.value
+    return incident_message(verdict, status or "ignored", incident, runbook_url=RUNBOOK)
+
+
+def sample_paths() -> list[str]:
+    return sorted(str(p.relative_to(EVENTS)) for p in EVENTS.rglob("*.json"))
+
+
+@pytest.mark.parametrize("relative", sample_paths())
+def test_slack_rendering_matches_the_golden_file(relative: str) -> None:
+    """Reviewed by eye once; a change in rendering shows up here. GUARDRAIL_UPDATE_GOLDEN=1 rewrites."""
+    rendered = render(message_for(load_event(relative)))
+    golden = EVENTS.parent / "tests" / "golden" / "slack" / (relative.replace("/", "__"))
+    text = json.dumps(rendered, indent=2, ensure_ascii=False) + "\n"
+    if os.environ.get("GUARDRAIL_UPDATE_GOLDEN") == "1":
+        golden.write_text(text)
+    assert golden.exists(), f"no golden file for {relative}: run with GUARDRAIL_UPDATE_GOLDEN=1 and review it"
+    assert text == golden.read_text()
+    assert len(rendered["blocks"]) <= BLOCK_LIMIT
+
+
+def test_subject_format_and_limit() -> None:
+    message = message_for(load_event("rules/cloudtrail.logging-stopped.json"))
+    assert subject(message) == "[CRITICAL][CONTAINED] AIAgentRole: StopLogging"
+    event = load_event("rules/cloudtrail.logging-stopped.json")
+    event["detail"]["userIdentity"]["sessionContext"]["sessionIssuer"]["userName"] = "R" * 500
+    assert len(subject(message_for(event))) < 100
+
+
+def test_attributes_for_filter_policies() -> None:
+    message = message_for(load_event("rules/cloudtrail.logging-stopped.json"))
+    values = {k: v["StringValue"] for k, v in attributes(message).items()}
+    assert values == {"severity": "critical", "category": "guardrail_tampering", "decision": "contain",
+                      "status": "contained", "kind": "incident", "environment": "production", "account": "111122223333"}  # fmt: skip
+
+
+def test_email_text_tells_the_whole_story() -> None:
+    text = email_text(message_for(load_event("rules/rds.instance-deleted-without-final-snapshot.json")))
+    for expected in (
+        "[CRITICAL][CONTAINED] AIAgentRole: DeleteDBInstance",
+        "DeleteDBInstance (rds.amazonaws.com) on orders-prod",
+        "arn:aws:sts::111122223333:assumed-role/AIAgentRole/claude-code-session",
+        "account 111122223333 (production), region eu-west-1",
+        "put_role_deny_all",
+        "MITRE ATT&CK T1485",
+        "Fix: Restore from retained automated backups",
+        "guardrail release --principal arn:aws:iam::111122223333:role/AIAgentRole",
+        "cloudtrail: https://eu-west-1.console.aws.amazon.com/cloudtrailv2/home?region=eu-west-1#/events/",
+        f"runbook: {RUNBOOK}",
+    ):
+        assert expected in text, expected
+
+
+def test_sns_payload_sends_text_to_email_and_json_to_everyone_else() -> None:
+    message = message_for(load_event("rules/cloudtrail.logging-stopped.json"))
+    payload = sns_payload(message)
+    assert payload["MessageStructure"] == "json"
+    bodies = json.loads(payload["Message"])
+    assert json.loads(bodies["default"]) == json.loads(json.dumps(message))
+    assert bodies["email"].startswith("[CRITICAL][CONTAINED]")
+    assert len(payload["Message"].encode()) < 256 * 1024
+
+
+@pytest.mark.parametrize(
+    ("user_agent", "tool"),
+    [
+        ("claude-code/2.0.37 aws-cli/2.22.35 md/awscrt#0.23.8", "Claude Code (via AWS CLI)"),
+        ("Cursor/0.48 Boto3/1.37.3 md/Botocore#1.37.3", "Cursor (via boto3)"),
+        ("devin-agent/1.4 aws-sdk-js/3.758.0", "Devin (via AWS SDK for JavaScript)"),
+        ("APN/1.0 HashiCorp/1.0 Terraform/1.11.2", "Terraform"),
+        ("aws-cli/2.22.35 Python/3.12", "AWS CLI"),
+        ("GitHub-Copilot/1.0 botocore/1.35", "GitHub Copilot (via botocore)"),
+        ("something else", None),
+        (None, None),
+    ],
+)
+def test_agent_tool_from_user_agent(user_agent: str | None, tool: str | None) -> None:
+    assert agent_tool(user_agent) == tool
+
+
+def test_target_resource() -> None:
+    assert (
+        target_resource({"instancesSet": {"items": [{"instanceId": "i-1"}, {"instanceId": "i-2"}]}})
+        == "i-1, i-2"
+    )
+    assert target_resource({"bucketName": "b", "Host": "h"}) == "b"
+    assert target_resource({"flag": True}) is None
+
+
+def hostile_event() -> dict[str, Any]:
+    event = copy.deepcopy(load_event("rules/s3.bucket-deleted.json"))
+    event["detail"]["requestParameters"]["bucketName"] = (
+        "<!channel> <@U123> <https://evil.example|click me> " + "x" * 10_000
+    )
+    event["detail"]["userAgent"] = "<!here> claude-code/1.0 & `rm -rf` <@U999>"
+    event["detail"]["userIdentity"]["arn"] = "arn:aws:sts::111122223333:assumed-role/AIAgentRole/<!everyone>"
+    return event
+
+
+def test_hostile_text_is_escaped_and_notifies_nobody() -> None:
+    rendered = json.dumps(render(message_for(hostile_event())), ensure_ascii=False)
+    for raw in (
+        "<!channel>",
+        "<@U123>",
+        "<https://evil.example|click me>",
+        "<!here>",
+        "<!everyone>",
+        "<@U999>",
+    ):
+        assert raw not in rendered, raw
+    assert escape("<!channel>") in rendered
+    assert TRUNCATED in rendered
+
+
+def test_block_kit_limits_are_respected_by_truncating() -> None:
+    rendered = render(message_for(hostile_event()))
+    header = rendered["blocks"][0]["text"]["text"]
+    assert len(header) <= HEADER_LIMIT
+    for block in rendered["blocks"]:
+        if block["type"] == "section" and "text" in block:
+            assert len(block["text"]["text"]) <= SECTION_LIMIT
+        for field in block.get("fields", []):
+            assert len(field["text"]) <= 2000
+
+
+def test_statuses_are_stated_plainly() -> None:
+    event = load_event("rules/cloudtrail.logging-stopped.json")
+    texts = {
+        status: json.dumps(render(message_for(event, status))) for status in ("failed", "dry_run", "released")
+    }
+    assert "CONTAINMENT FAILED: the agent may still be active" in texts["failed"]
+    assert "Dry run: would contain" in texts["dry_run"]
+    assert "Released" in texts["released"]
