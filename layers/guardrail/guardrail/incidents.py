@@ -32,6 +32,8 @@ EVENT_MARKER_TTL = timedelta(hours=24)
 # How long a non-containing incident (dry run, not containable) gathers later events before a new one opens.
 INCIDENT_WINDOW = timedelta(hours=1)
 EVENT_IDS_CAP = 100  # ids kept on an incident; every event is still counted
+# Later events of an open incident are summarised at most this often (SNS, and so email and Slack).
+SUMMARY_INTERVAL = timedelta(seconds=60)
 
 
 # What each side needs of the table (transactions need the per-item permissions of what they contain).
@@ -57,10 +59,18 @@ class IncidentStatus(StrEnum):
     NOT_CONTAINABLE = "not_containable"  # a human must act: the incident says how
     FAILED = "failed"  # CONTAINMENT FAILED: the agent may still be active
     RELEASED = "released"
+    REPORTED = "reported"  # notified, not contained: repeats of the same finding join it for a window
 
 
 # An open incident holds its principal: later events join it instead of acting again.
-OPEN_STATUSES = frozenset({IncidentStatus.CONTAINED, IncidentStatus.DRY_RUN, IncidentStatus.NOT_CONTAINABLE})
+OPEN_STATUSES = frozenset(
+    {
+        IncidentStatus.CONTAINED,
+        IncidentStatus.DRY_RUN,
+        IncidentStatus.NOT_CONTAINABLE,
+        IncidentStatus.REPORTED,
+    }
+)
 
 
 class ReleaseError(GuardrailError):
@@ -99,6 +109,9 @@ class Incident:
     release_reason: str | None = None
     release_actions: list[dict[str, Any]] = field(default_factory=list)
     last_event_at: str | None = None
+    counts_by_name: dict[str, int] = field(default_factory=dict)
+    summarized_count: int = 1
+    summarized_by_name: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -124,6 +137,9 @@ class Incident:
             "release_reason": self.release_reason,
             "release_actions": self.release_actions,
             "last_event_at": self.last_event_at,
+            "counts_by_name": self.counts_by_name,
+            "summarized_count": self.summarized_count,
+            "summarized_by_name": self.summarized_by_name,
         }
 
     @classmethod
@@ -151,19 +167,47 @@ class Incident:
             release_reason=data.get("release_reason"),
             release_actions=list(data.get("release_actions") or []),
             last_event_at=data.get("last_event_at"),
+            counts_by_name={str(k): int(v) for k, v in (data.get("counts_by_name") or {}).items()},
+            summarized_count=int(data.get("summarized_count") or 0),
+            summarized_by_name={str(k): int(v) for k, v in (data.get("summarized_by_name") or {}).items()},
         )
+
+    def summary_since_last(self, now: datetime, since: datetime) -> dict[str, Any]:
+        """What joined since the last summary: "+57 more calls by AIAgentRole in the last 60 s (...)"."""
+        new = max(0, self.event_count - self.summarized_count)
+        by_name = {
+            name: count - self.summarized_by_name.get(name, 0)
+            for name, count in self.counts_by_name.items()
+            if count > self.summarized_by_name.get(name, 0)
+        }
+        top = sorted(by_name.items(), key=lambda kv: -kv[1])[:5]
+        seconds = max(1, int((now - since).total_seconds()))
+        who = self.key.rsplit("/", 1)[-1].split("#", 1)[0]
+        detail = ", ".join(f"{name} x{count}" for name, count in top)
+        return {
+            "events": self.event_count,
+            "since_last_update": new,
+            "by_event_name": dict(top),
+            "window_seconds": seconds,
+            "summary": f"+{new} more calls by {who} in the last {seconds} s"
+            + (f": {detail}" if detail else ""),
+        }
 
 
 @dataclass(frozen=True)
 class OpenIncident:
     incident_id: str
     status: IncidentStatus
+    key: str = ""
+    summary_at: int = 0  # epoch seconds of the last message about it
 
 
 @dataclass(frozen=True)
 class Lookup:
     open: OpenIncident | None
     seen_in: str | None  # the incident an already-handled event belongs to
+    notified: bool = True  # False: the event was recorded but its notification did not go out
+    failed_id: str | None = None  # a failed containment of this principal: its retry reuses the incident
 
 
 @dataclass(frozen=True)
@@ -232,21 +276,31 @@ class IncidentStore:
 
     # --- reads ---------------------------------------------------------------------------------------
 
-    def lookup(self, key: str, event_id: str) -> Lookup:
-        """One consistent read: is the principal held by an open incident, and was this event handled?"""
+    def lookup(self, keys: list[str], event_id: str) -> Lookup:
+        """One consistent read: is the principal held by an open incident (the first of `keys` that is),
+        and was this event handled already?"""
+        wanted = [_lock_key(k) for k in keys] + [_event_key(event_id)]
         response = self._db.batch_get_item(
-            RequestItems={
-                self._table: {"Keys": [_lock_key(key), _event_key(event_id)], "ConsistentRead": True}
-            }
+            RequestItems={self._table: {"Keys": wanted, "ConsistentRead": True}}
         )
-        open_incident, seen_in = None, None
+        locks: dict[str, dict[str, Any]] = {}
+        seen_in, notified, failed_id = None, True, None
         for raw in response.get("Responses", {}).get(self._table, []):
             item = _from_item(raw)
             if item["pk"].startswith("EVENT#"):
-                seen_in = item.get("incident_id")
+                seen_in, notified = item.get("incident_id"), bool(item.get("notified", True))
             elif self._is_open(item):
-                open_incident = OpenIncident(item["incident_id"], IncidentStatus(item["status"]))
-        return Lookup(open_incident, seen_in)
+                locks[item["pk"].removeprefix("PRINCIPAL#")] = item
+            elif item.get("status") == IncidentStatus.FAILED.value:
+                failed_id = item.get("incident_id")
+        for key in keys:
+            if key in locks:
+                lock = locks[key]
+                held = OpenIncident(
+                    lock["incident_id"], IncidentStatus(lock["status"]), key, int(lock.get("summary_at") or 0)
+                )
+                return Lookup(held, seen_in, notified, failed_id)
+        return Lookup(None, seen_in, notified, failed_id)
 
     def _is_open(self, lock: dict[str, Any]) -> bool:
         if lock.get("status") not in OPEN_STATUSES:
@@ -327,6 +381,7 @@ class IncidentStore:
             "incident_id": incident.id,
             "status": incident.status.value,
             "opened_at": _iso(incident.opened_at),
+            "summary_at": int(now.timestamp()),
         }
         if incident.status is not IncidentStatus.CONTAINED:
             # Only a real containment holds until release; the others gather events for a window.
@@ -356,7 +411,7 @@ class IncidentStore:
             self._audit(incident.id, audit_kind, incident.responder, audit),
         ]
         if incident.status is not IncidentStatus.FAILED:
-            items.append(self._marker(event_id, incident.id))
+            items.append(self._marker(event_id, incident.id, notified=False))
         try:
             self._db.transact_write_items(TransactItems=items)
         except self._db.exceptions.TransactionCanceledException as exc:
@@ -370,32 +425,69 @@ class IncidentStore:
             raise
         return Claim(True, incident.id)
 
-    def _marker(self, event_id: str, incident_id: str) -> Any:
+    def _marker(self, event_id: str, incident_id: str, *, notified: bool = True) -> Any:
         expires = int((self._clock() + EVENT_MARKER_TTL).timestamp())
+        values = {"pk": f"EVENT#{event_id}", "sk": "EVENT", "incident_id": incident_id, "expires_at": expires}
         return {
             "Put": {
                 "TableName": self._table,
-                "Item": _item(
-                    {
-                        "pk": f"EVENT#{event_id}",
-                        "sk": "EVENT",
-                        "incident_id": incident_id,
-                        "expires_at": expires,
-                    }
-                ),
+                "Item": _item({**values, "notified": notified}),
                 "ConditionExpression": "attribute_not_exists(pk)",
             }
         }
 
-    def join(self, incident_id: str, event_id: str) -> bool:
+    def mark_notified(self, event_id: str) -> None:
+        self._db.update_item(
+            TableName=self._table,
+            Key=_event_key(event_id),
+            UpdateExpression="SET notified = :yes",
+            ExpressionAttributeValues={":yes": {"BOOL": True}},
+        )
+
+    def claim_summary(self, held: OpenIncident) -> bool:
+        """Whether this invocation sends the next summary of an open incident: at most one per interval,
+        decided by a conditional write on the lock (attempted only once the interval has passed)."""
+        now = self._clock()
+        cutoff = int((now - SUMMARY_INTERVAL).timestamp())
+        if held.summary_at > cutoff:
+            return False
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=_lock_key(held.key),
+                UpdateExpression="SET summary_at = :now",
+                ConditionExpression="incident_id = :id AND summary_at <= :cutoff",
+                ExpressionAttributeValues={
+                    ":now": {"N": str(int(now.timestamp()))},
+                    ":id": {"S": held.incident_id},
+                    ":cutoff": {"N": str(cutoff)},
+                },
+            )
+        except self._db.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def mark_summarized(self, incident: Incident) -> None:
+        self._db.update_item(
+            TableName=self._table,
+            Key=_meta_key(incident.id),
+            UpdateExpression="SET summarized_count = :count, summarized_by_name = :names",
+            ExpressionAttributeValues={
+                ":count": {"N": str(incident.event_count)},
+                ":names": _to_attr(incident.counts_by_name),
+            },
+        )
+
+    def join(self, incident_id: str, event_id: str, event_name: str = "") -> bool:
         """Count a later event into an open incident. False when this event was already counted."""
         now = _iso(self._clock())
         update: Any = {
             "TableName": self._table,
             "Key": _meta_key(incident_id),
-            "UpdateExpression": "ADD event_count :one SET last_event_at = :now, "
+            "UpdateExpression": "ADD event_count :one, counts_by_name.#name :one SET last_event_at = :now, "
             "event_ids = list_append(if_not_exists(event_ids, :empty), :id)",
             "ConditionExpression": "attribute_exists(pk) AND size(event_ids) < :cap",
+            "ExpressionAttributeNames": {"#name": event_name or "unknown"},
             "ExpressionAttributeValues": {
                 ":one": {"N": "1"},
                 ":now": {"S": now},
@@ -416,7 +508,9 @@ class IncidentStore:
                     return False
                 if attempt == 0 and len(reasons) > 1 and reasons[1].get("Code") == "ConditionalCheckFailed":
                     # The id list is full: keep counting, stop listing.
-                    update["UpdateExpression"] = "ADD event_count :one SET last_event_at = :now"
+                    update["UpdateExpression"] = (
+                        "ADD event_count :one, counts_by_name.#name :one SET last_event_at = :now"
+                    )
                     update["ConditionExpression"] = "attribute_exists(pk)"
                     update["ExpressionAttributeValues"] = {":one": {"N": "1"}, ":now": {"S": now}}
                     continue

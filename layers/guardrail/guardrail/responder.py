@@ -34,8 +34,17 @@ from guardrail.containment import (
     undo_records,
 )
 from guardrail.errors import ConfigurationError, InvalidEventError
-from guardrail.incidents import Incident, IncidentStatus, IncidentStore, ReleaseError, new_incident_id
+from guardrail.incidents import (
+    Claim,
+    Incident,
+    IncidentStatus,
+    IncidentStore,
+    OpenIncident,
+    ReleaseError,
+    new_incident_id,
+)
 from guardrail.model import Decision, PrincipalKind, Verdict
+from guardrail.notify import attributes, incident_message, release_message, sns_payload
 from guardrail.settings import Settings
 from guardrail.telemetry import logger, metrics
 
@@ -106,7 +115,8 @@ def use_runtime(value: Runtime | None) -> None:
 class Outcome:
     """What the responder did with one event: the handler's return value, and replay's report."""
 
-    # ignored | classified | contained | dry_run | not_containable | joined | duplicate | refused | quarantined
+    # ignored | reported | contained | dry_run | not_containable | joined | duplicate | notified_on_retry
+    # | refused | quarantined
     status: str
     verdict: Verdict | None = None
     error: str | None = None
@@ -158,12 +168,13 @@ def respond(verdict: Verdict, rt: Runtime, started: float) -> Outcome:
         # Root is never contained (nothing in IAM can), but it is recorded as an incident with the steps.
         return contain(verdict, rt, started)
     if verdict.decision is Decision.IGNORE:
-        return Outcome(status="ignored", verdict=verdict)
-    return Outcome(status="classified", verdict=verdict)
+        return Outcome(status="ignored", verdict=verdict)  # no AWS call at all
+    return report(verdict, rt)
 
 
 def contain(verdict: Verdict, rt: Runtime, started: float) -> Outcome:
-    """Stop the agent, once per principal, and record it. Raises ContainmentFailed when IAM refuses."""
+    """Stop the agent, once per principal, record it, then tell people. Raises ContainmentFailed when
+    IAM refuses, after recording and announcing the failure."""
     settings, call = rt.settings, verdict.call
     plan = plan_containment(verdict, settings, rt.identity(), reachable=lambda a: rt.iam_for(a) is not None)
     if plan.blocked is Blocked.REFUSED:
@@ -172,58 +183,40 @@ def contain(verdict: Verdict, rt: Runtime, started: float) -> Outcome:
             "containment refused: reporting instead", extra={"reason": plan.reason, "event_id": call.event_id}
         )
         metrics.add_metric(name="ContainmentRefused", unit=MetricUnit.Count, value=1)
-        return Outcome(status="refused", verdict=verdict, error=f"containment refused: {plan.reason}")
+        outcome = Outcome(status="refused", verdict=verdict, error=f"containment refused: {plan.reason}")
+        publish(incident_message(verdict, "refused", runbook_url=settings.runbook_url), rt)
+        return outcome
 
     key = plan.key or principal_key(call.principal)
     store = rt.store
-    found = store.lookup(key, call.event_id)
+    found = store.lookup([key], call.event_id)
     if found.seen_in:
-        return Outcome(status="duplicate", verdict=verdict, incident_id=found.seen_in)
+        return _already_handled(found.seen_in, found.notified, verdict, rt)
     if found.open:
-        joined = store.join(found.open.incident_id, call.event_id)
-        return Outcome(
-            status="joined" if joined else "duplicate", verdict=verdict, incident_id=found.open.incident_id
-        )
+        return _join(found.open, verdict, rt)
 
-    now = rt.clock()
-    ref = IncidentRef(new_incident_id(now), now)
-    incident = Incident(
-        id=ref.id,
-        status=IncidentStatus.CONTAINED,
-        key=key,
-        principal_arn=call.principal.arn,
-        account=call.account,
-        region=call.region,
-        opened_at=now,
-        verdict=verdict.summary(),
-        event_ids=[call.event_id],
-        reason=plan.reason or verdict.reason,
-        manual_steps=list(plan.manual_steps),
-        caveats=list(plan.caveats),
-        responder=rt.identity().arn,
-        last_event_at=incident_time(now),
+    incident = _new_incident(verdict, rt, key, IncidentStatus.CONTAINED, incident_id=found.failed_id)
+    incident.reason, incident.manual_steps, incident.caveats = (
+        plan.reason or verdict.reason,
+        list(plan.manual_steps),
+        list(plan.caveats),
     )
+    ref = IncidentRef(incident.id, incident.opened_at)
 
     if plan.blocked is Blocked.NOT_CONTAINABLE:
         incident.status = IncidentStatus.NOT_CONTAINABLE
         logger.error("agent NOT CONTAINABLE here: manual steps required", extra=incident.to_dict())
         metrics.add_metric(name="NotContainable", unit=MetricUnit.Count, value=1)
-        return _opened(
-            store.open(incident, call.event_id, "not_containable", {"reason": plan.reason}),
-            verdict,
-            incident,
-            rt,
-        )
-
-    if settings.dry_run:
-        assert plan.target is not None
-        incident.status = IncidentStatus.DRY_RUN
-        incident.actions = [a.describe(plan.target, ref).to_item() for a in plan.actions]
-        return _opened(
-            store.open(incident, call.event_id, "dry_run", {"would": incident.actions}), verdict, incident, rt
-        )
+        claim = store.open(incident, call.event_id, "not_containable", {"reason": plan.reason})
+        return _opened(claim, verdict, incident, rt)
 
     assert plan.target is not None
+    if settings.dry_run:
+        incident.status = IncidentStatus.DRY_RUN
+        incident.actions = [a.describe(plan.target, ref).to_item() for a in plan.actions]
+        claim = store.open(incident, call.event_id, "dry_run", {"would": incident.actions})
+        return _opened(claim, verdict, incident, rt)
+
     iam = rt.iam_for(plan.target.account)
     assert iam is not None  # the planner only plans for reachable accounts
     try:
@@ -234,10 +227,12 @@ def contain(verdict: Verdict, rt: Runtime, started: float) -> Outcome:
         incident.error = str(exc)
         metrics.add_metric(name="ContainmentFailures", unit=MetricUnit.Count, value=1)
         logger.error("CONTAINMENT FAILED: the agent may still be active", extra=incident.to_dict())
+        # Record and announce, then fail the invocation so Lambda retries; neither may mask the failure.
         try:
             store.open(incident, call.event_id, "contain_failed", {"error": str(exc)})
-        except Exception:  # the failure itself must surface, not a failure to record it
-            logger.exception("could not record the failed containment")
+            publish(incident_message(verdict, "failed", incident, runbook_url=settings.runbook_url), rt)
+        except Exception:
+            logger.exception("could not record or announce the failed containment")
         raise
 
     incident.actions = [r.to_item() for r in records]
@@ -258,13 +253,45 @@ def contain(verdict: Verdict, rt: Runtime, started: float) -> Outcome:
             name="ContainmentLatency", unit=MetricUnit.Milliseconds, value=incident.containment_ms
         )
     logger.warning("agent contained", extra=incident.to_dict())
-    return Outcome(
-        status="contained",
-        verdict=verdict,
-        incident_id=incident.id,
-        actions=incident.actions,
-        containment_ms=incident.containment_ms,
-        notes=incident.caveats,
+    return _opened(claim, verdict, incident, rt)
+
+
+def report(verdict: Verdict, rt: Runtime) -> Outcome:
+    """Tell people, without containing. Repeats of one finding by one principal join one report for a
+    window (summarised at most once a minute); so do events of a principal that is already contained."""
+    call = verdict.call
+    key = principal_key(call.principal)
+    finding = verdict.top_rule.id if verdict.top_rule else verdict.category.value
+    report_key = f"{key}#report#{finding}"
+    found = rt.store.lookup([key, report_key], call.event_id)
+    if found.seen_in:
+        return _already_handled(found.seen_in, found.notified, verdict, rt)
+    if found.open:
+        return _join(found.open, verdict, rt)
+    incident = _new_incident(verdict, rt, report_key, IncidentStatus.REPORTED)
+    claim = rt.store.open(incident, call.event_id, "report", {"reason": verdict.reason})
+    return _opened(claim, verdict, incident, rt)
+
+
+def _new_incident(
+    verdict: Verdict, rt: Runtime, key: str, status: IncidentStatus, incident_id: str | None = None
+) -> Incident:
+    call, now = verdict.call, rt.clock()
+    return Incident(
+        id=incident_id or new_incident_id(now),
+        status=status,
+        key=key,
+        principal_arn=call.principal.arn,
+        account=call.account,
+        region=call.region,
+        opened_at=now,
+        verdict=verdict.summary(),
+        event_ids=[call.event_id],
+        reason=verdict.reason,
+        responder=rt.identity().arn if status is not IncidentStatus.REPORTED else None,
+        last_event_at=incident_time(now),
+        counts_by_name={call.event_name: 1},
+        summarized_by_name={call.event_name: 1},
     )
 
 
@@ -272,23 +299,67 @@ def incident_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _opened(claim: Any, verdict: Verdict, incident: Incident, rt: Runtime) -> Outcome:
+def _opened(claim: Claim, verdict: Verdict, incident: Incident, rt: Runtime) -> Outcome:
+    """After a claim: announce a new incident, or count the event into the one that won."""
     if not claim.won:
-        status = (
-            "duplicate"
-            if claim.duplicate
-            else ("joined" if rt.store.join(claim.incident_id, verdict.call.event_id) else "duplicate")
-        )
-        return Outcome(status=status, verdict=verdict, incident_id=claim.incident_id)
+        if claim.duplicate:
+            return Outcome(status="duplicate", verdict=verdict, incident_id=claim.incident_id)
+        held = rt.store.open_for(incident.key)
+        if held is None:
+            return Outcome(status="duplicate", verdict=verdict, incident_id=claim.incident_id)
+        return _join(held, verdict, rt)
+    message = incident_message(verdict, incident.status.value, incident, runbook_url=rt.settings.runbook_url)
+    publish(message, rt)
+    rt.store.mark_notified(verdict.call.event_id)
+    notes = (
+        [incident.reason, *incident.manual_steps] if incident.status is IncidentStatus.NOT_CONTAINABLE else []
+    )
     return Outcome(
         status=incident.status.value,
         verdict=verdict,
         incident_id=incident.id,
         actions=incident.actions,
-        notes=[incident.reason, *incident.manual_steps]
-        if incident.status is IncidentStatus.NOT_CONTAINABLE
-        else [],
+        containment_ms=incident.containment_ms,
+        notes=notes or list(incident.caveats),
     )
+
+
+def _join(held: OpenIncident, verdict: Verdict, rt: Runtime) -> Outcome:
+    """Count the event into an open incident; the one invocation per interval that wins the claim sends
+    a summary of what joined since the last message."""
+    call, store = verdict.call, rt.store
+    if not store.join(held.incident_id, call.event_id, call.event_name):
+        return Outcome(status="duplicate", verdict=verdict, incident_id=held.incident_id)
+    if store.claim_summary(held):
+        incident = store.get(held.incident_id)
+        if incident is not None:
+            since = datetime.fromtimestamp(held.summary_at, UTC)
+            summary = incident.summary_since_last(rt.clock(), since)
+            message = incident_message(
+                verdict,
+                incident.status.value,
+                incident,
+                kind="update",
+                runbook_url=rt.settings.runbook_url,
+                summary=summary,
+            )
+            publish(message, rt)
+            store.mark_summarized(incident)
+    return Outcome(status="joined", verdict=verdict, incident_id=held.incident_id)
+
+
+def _already_handled(incident_id: str, notified: bool, verdict: Verdict, rt: Runtime) -> Outcome:
+    """A redelivery. If the first delivery recorded the incident but failed to announce it, announce now."""
+    if not notified:
+        incident = rt.store.get(incident_id)
+        if incident is not None:
+            message = incident_message(
+                verdict, incident.status.value, incident, runbook_url=rt.settings.runbook_url
+            )
+            publish(message, rt)
+            rt.store.mark_notified(verdict.call.event_id)
+            return Outcome(status="notified_on_retry", verdict=verdict, incident_id=incident_id)
+    return Outcome(status="duplicate", verdict=verdict, incident_id=incident_id)
 
 
 def _lost_race(
@@ -301,10 +372,27 @@ def _lost_race(
     if winner is not None and winner.status is IncidentStatus.CONTAINED and iam is not None:
         apply_plan(plan, IncidentRef(winner.id, winner.opened_at), iam)
     rt.store.record(winner_id, "raced", rt.identity().arn, {"event_id": verdict.call.event_id})
-    if duplicate:
+    held = rt.store.open_for(plan.key or principal_key(verdict.call.principal))
+    if duplicate or held is None:
         return Outcome(status="duplicate", verdict=verdict, incident_id=winner_id)
-    joined = rt.store.join(winner_id, verdict.call.event_id)
-    return Outcome(status="joined" if joined else "duplicate", verdict=verdict, incident_id=winner_id)
+    return _join(held, verdict, rt)
+
+
+def publish(message: dict[str, Any], rt: Runtime) -> str | None:
+    """One message to the incident topic. A failure fails the invocation, so Lambda retries the event
+    and the retry announces what was recorded (never before the IAM write, never instead of it)."""
+    topic = rt.settings.topic_arn
+    if not topic:
+        logger.warning("GUARDRAIL_TOPIC_ARN is not set: incident not published", extra={"message": message})
+        return None
+    arguments: dict[str, Any] = {
+        "TopicArn": topic,
+        "MessageAttributes": attributes(message),
+        **sns_payload(message),
+    }
+    response = rt.aws.sns.publish(**arguments)
+    metrics.add_metric(name="Notifications", unit=MetricUnit.Count, value=1)
+    return str(response["MessageId"])
 
 
 def release(principal: str, reason: str, released_by: str, rt: Runtime) -> Incident:
@@ -332,11 +420,17 @@ def release(principal: str, reason: str, released_by: str, rt: Runtime) -> Incid
         raise ReleaseError(f"release of {target.key} failed, it stays contained: {exc}") from exc
     store.close(incident, released_by.strip(), reason.strip(), [u.to_item() for u in undone])
     metrics.add_metric(name="Released", unit=MetricUnit.Count, value=1)
+    released = store.get(incident.id)
+    assert released is not None
+    try:
+        publish(release_message(released, rt.settings.runbook_url), rt)
+    except (
+        Exception
+    ):  # the release is done and audited: a failed announcement must not read as a failed release
+        logger.exception("released, but the release notification failed")
     logger.warning(
         "principal released", extra={"incident_id": incident.id, "released_by": released_by, "reason": reason}
     )
-    released = store.get(incident.id)
-    assert released is not None
     return released
 
 

@@ -67,6 +67,7 @@ class Settings:
     topic_arn: str | None = None
     state_table: str | None = None
     quarantine_queue_url: str | None = None
+    runbook_url: str | None = None
 
     def environment_of(self, account: str) -> Environment:
         # Unknown accounts are production: never guess in the agent's favour.
@@ -172,7 +173,10 @@ class Settings:
             topic_arn=topic,
             state_table=text("GUARDRAIL_STATE_TABLE"),
             quarantine_queue_url=text("GUARDRAIL_QUARANTINE_QUEUE_URL"),
+            runbook_url=text("GUARDRAIL_RUNBOOK_URL"),
         )
+        if settings.runbook_url and not settings.runbook_url.startswith("https://"):
+            problems.append(f"GUARDRAIL_RUNBOOK_URL: {settings.runbook_url!r} is not an https:// URL")
         if settings.contain_at.rank < Severity.MEDIUM.rank:
             problems.append(
                 f"GUARDRAIL_CONTAIN_AT: {settings.contain_at} would contain agents for routine calls; "
