@@ -131,8 +131,8 @@ def test_redelivery_after_release_does_not_contain_again(responder: Responder) -
 @pytest.mark.parametrize(
     ("env", "status"),
     [
-        ({"GUARDRAIL_PROTECTED_PRINCIPALS": "arn:aws:iam::*:role/AIAgentRole"}, "classified"),
-        ({"GUARDRAIL_AGENT_PRINCIPALS": "arn:aws:iam::*:role/SomeOtherAgent"}, "classified"),
+        ({"GUARDRAIL_PROTECTED_PRINCIPALS": "arn:aws:iam::*:role/AIAgentRole"}, "reported"),
+        ({"GUARDRAIL_AGENT_PRINCIPALS": "arn:aws:iam::*:role/SomeOtherAgent"}, "reported"),
         ({"GUARDRAIL_DRY_RUN": "true"}, "dry_run"),
     ],
 )

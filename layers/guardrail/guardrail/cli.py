@@ -42,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         "instead of an embedded moto server",
     )
     p.add_argument("--json", action="store_true", help="print one JSON array of results")
+    p.add_argument(
+        "--slack-webhook",
+        metavar="URL",
+        help="also post each published incident message to this Slack webhook (a test channel)",
+    )
 
     commands.add_parser("demo", help="the story in one command, on an embedded moto server")
 
@@ -65,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "classify":
             return classify_command(args.paths, sys.stdout, sys.stderr)
         if args.command == "replay":
-            return replay_command(args.paths, use_aws=args.aws, as_json=args.json)
+            return replay_command(
+                args.paths, use_aws=args.aws, as_json=args.json, slack_webhook=args.slack_webhook
+            )
         if args.command == "release":
             return release_command(args.principal, args.reason, args.released_by)
         if args.command == "incidents":
@@ -110,10 +117,16 @@ def classify_command(paths: list[Path], out: TextIO, err: TextIO) -> int:
     return 1 if failed else 0
 
 
-def replay_command(paths: list[Path], *, use_aws: bool, as_json: bool) -> int:
+def replay_command(
+    paths: list[Path], *, use_aws: bool, as_json: bool, slack_webhook: str | None = None
+) -> int:
     from guardrail.replay import replay
 
-    results = replay(paths, use_aws=use_aws)
+    if slack_webhook and use_aws:
+        raise GuardrailError(
+            "--slack-webhook previews what the embedded replay publishes; it does not apply with --aws"
+        )
+    results = replay(paths, use_aws=use_aws, slack_webhook=slack_webhook)
     if as_json:
         print(json.dumps(results, indent=2))
     else:
@@ -236,6 +249,9 @@ def render_result(result: dict[str, Any], title: str | None = None) -> str:
             else "  verified: NO, the agent's session still works"
         )
     lines.extend(f"  note: {note}" for note in result.get("notes") or [])
+    for notification in result.get("notifications") or []:
+        slack = f"  (slack: {notification['slack']})" if notification.get("slack") else ""
+        lines.append(f"  published: {notification['subject']}{slack}")
     if result["error"]:
         lines.append(f"  error: {result['error']}")
     if result["calls"]:

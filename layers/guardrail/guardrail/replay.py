@@ -25,6 +25,7 @@ from guardrail.aws import AwsClients
 from guardrail.cloudtrail import parse_event, read_documents
 from guardrail.errors import GuardrailError, InvalidEventError
 from guardrail.model import ApiCall, PrincipalKind
+from guardrail.notify import subject
 from guardrail.responder import Runtime, use_runtime
 from guardrail.settings import Settings
 from guardrail.telemetry import logger, metrics
@@ -220,12 +221,33 @@ class EmbeddedAws:
             ],
             BillingMode="PAY_PER_REQUEST",
         )
-        queue = session.client("sqs").create_queue(QueueName="guardrail-quarantine")["QueueUrl"]
+        sqs = session.client("sqs")
+        queue = sqs.create_queue(QueueName="guardrail-quarantine")["QueueUrl"]
+        # What the topic really delivers, as a Lambda or SQS subscriber would get it.
+        self.inbox = sqs.create_queue(QueueName="guardrail-replay-inbox")["QueueUrl"]
+        inbox_arn = sqs.get_queue_attributes(QueueUrl=self.inbox, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        session.client("sns").subscribe(
+            TopicArn=topic, Protocol="sqs", Endpoint=inbox_arn, Attributes={"RawMessageDelivery": "true"}
+        )
         self.settings_env = {
             "GUARDRAIL_TOPIC_ARN": topic,
             "GUARDRAIL_STATE_TABLE": "guardrail-state",
             "GUARDRAIL_QUARANTINE_QUEUE_URL": queue,
         }
+
+    def published(self) -> list[dict[str, Any]]:
+        """Incident messages published to the topic since the last call, oldest first."""
+        sqs = self.session().client("sqs")
+        found: list[dict[str, Any]] = []
+        while True:
+            batch = sqs.receive_message(QueueUrl=self.inbox, MaxNumberOfMessages=10).get("Messages", [])
+            if not batch:
+                return found
+            for item in batch:
+                found.append(json.loads(item["Body"]))
+                sqs.delete_message(QueueUrl=self.inbox, ReceiptHandle=item["ReceiptHandle"])
 
     def agent_session(self, call: ApiCall) -> boto3.session.Session | None:
         """A working session for the role or user an event names (created on first sight), or None
@@ -314,7 +336,11 @@ def _documents(paths: list[Path]) -> Iterator[tuple[str, object]]:
 
 
 def replay(
-    paths: list[Path], *, use_aws: bool = False, settings_env: dict[str, str] | None = None
+    paths: list[Path],
+    *,
+    use_aws: bool = False,
+    settings_env: dict[str, str] | None = None,
+    slack_webhook: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run each event through the handler in order, in one environment; one result per event."""
     _silence_telemetry()
@@ -323,12 +349,27 @@ def replay(
         import boto3
 
         with _environ(settings_env or {}):
-            return _run(documents, boto3.session.Session(), None)
+            return _run(documents, boto3.session.Session(), None, slack_webhook)
     with (
         EmbeddedAws(account=_first_account(documents)) as aws,
         _environ({**aws.settings_env, **(settings_env or {})}),
     ):
-        return _run(documents, aws.session(), aws)
+        return _run(documents, aws.session(), aws, slack_webhook)
+
+
+def _preview_in_slack(result: dict[str, Any], webhook: str | None) -> None:
+    """Post what this event published to a Slack webhook, so an operator can see the alerts as sent."""
+    if not webhook:
+        return
+    from guardrail.slack_delivery import SlackDeliveryError, WebhookDelivery
+
+    sender = WebhookDelivery(webhook)
+    for notification in result.get("notifications") or []:
+        try:
+            sender.deliver(notification["message"])
+            notification["slack"] = "posted"
+        except SlackDeliveryError as exc:
+            notification["slack"] = f"failed: {exc}"
 
 
 def _first_account(documents: list[tuple[str, object]]) -> str:
@@ -340,7 +381,10 @@ def _first_account(documents: list[tuple[str, object]]) -> str:
 
 
 def _run(
-    documents: list[tuple[str, object]], session: boto3.session.Session, aws: EmbeddedAws | None
+    documents: list[tuple[str, object]],
+    session: boto3.session.Session,
+    aws: EmbeddedAws | None,
+    slack_webhook: str | None = None,
 ) -> list[dict[str, Any]]:
     recorder = CallRecorder()
     recorder.attach(session)
@@ -349,7 +393,9 @@ def _run(
     results = []
     try:
         for where, document in documents:
-            results.append(_replay_one(where, document, handler, recorder, aws))
+            result = _replay_one(where, document, handler, recorder, aws)
+            _preview_in_slack(result, slack_webhook)
+            results.append(result)
     finally:
         use_runtime(None)
     return results
@@ -368,6 +414,7 @@ def _replay_one(
         "calls": [],
         "error": None,
         "verified": None,
+        "notifications": [],
     }
     if isinstance(document, InvalidEventError):
         result["error"] = str(document)
@@ -401,6 +448,11 @@ def _replay_one(
     ):
         if key in summary:
             result[key] = summary[key]
+    if aws is not None:
+        messages = aws.published()
+        result["notifications"] = [
+            {"subject": subject(m), "kind": m["kind"], "status": m["status"], "message": m} for m in messages
+        ]
     if summary.get("decision") == "contain" and agent is not None:
         # Proof, not assertion: the agent's own session tries a harmless call after the handler returns.
         # A fresh containment counts only if the same call worked before it.
