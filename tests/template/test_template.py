@@ -172,7 +172,7 @@ def test_table_permissions_are_exactly_what_the_store_declares(template: dict[st
     assert _allowed(template, "ReleaseFunction", "dynamodb:") == set(RELEASE_TABLE_PERMISSIONS)
 
 
-@pytest.mark.parametrize("function", ["ResponderFunction", "ReleaseFunction"])
+@pytest.mark.parametrize("function", ["ResponderFunction", "ReleaseFunction", "SlackNotifierFunction"])
 def test_no_write_on_every_resource_and_iam_writes_only_on_agents(
     template: dict[str, Any], function: str
 ) -> None:
@@ -196,3 +196,18 @@ def test_agent_principals_setting_is_built_from_the_same_names(template: dict[st
     assert "AgentRoleNames" in rendered
     assert "AgentUserNames" in rendered
     assert "assumed-role" in rendered
+
+
+def test_notification_permissions_are_exactly_what_the_code_declares(template: dict[str, Any]) -> None:
+    from guardrail.notify import PUBLISH_PERMISSIONS  # noqa: PLC0415
+    from guardrail.slack_delivery import NOTIFIER_PERMISSIONS  # noqa: PLC0415
+
+    for function in ("ResponderFunction", "ReleaseFunction"):
+        assert _allowed(template, function, "sns:") == set(PUBLISH_PERMISSIONS)
+    notifier = {
+        a
+        for prefix in ("secretsmanager:", "dynamodb:", "sns:", "iam:")
+        for a in _allowed(template, "SlackNotifierFunction", prefix)
+    }
+    assert notifier == set(NOTIFIER_PERMISSIONS)
+    assert template["Resources"]["SlackNotifierFunction"]["Condition"] == "HasSlack"
