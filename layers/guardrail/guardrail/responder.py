@@ -151,9 +151,15 @@ def handle_event(event: object, rt: Runtime) -> Outcome:
 
 def respond(verdict: Verdict, rt: Runtime, started: float) -> Outcome:
     call = verdict.call
-    metrics.add_dimension("decision", verdict.decision.value)
-    metrics.add_dimension("category", verdict.category.value)
-    metrics.add_metric(name="Events", unit=MetricUnit.Count, value=1)
+    # The breakdown is in the names, not in dimensions: every metric of a flush shares its dimensions,
+    # and alarms (ContainmentFailures, InvalidEvents) must name exactly one metric.
+    for name in (
+        "Events",
+        f"Events_{verdict.decision}",
+        f"Events_{verdict.category}",
+        f"Events_{verdict.severity}",
+    ):
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
     log = logger.info if verdict.decision is Decision.IGNORE else logger.warning
     log(
         "event classified",
