@@ -58,7 +58,7 @@ def test_cfn_lint_is_clean() -> None:
 def test_template_patterns_are_the_generated_ones(template: dict[str, Any]) -> None:
     generated = all_patterns(default_catalogue())
     in_template = _rule_patterns(template)
-    assert in_template, "no EventBridge rule in template.yaml"
+    assert set(in_template) == set(generated), "every generated pattern is one rule in template.yaml"
     for name, pattern in in_template.items():
         assert pattern == generated[name], f"{name}: run `guardrail patterns` and update template.yaml"
 
@@ -203,7 +203,9 @@ def test_notification_permissions_are_exactly_what_the_code_declares(template: d
     from guardrail.slack_delivery import NOTIFIER_PERMISSIONS  # noqa: PLC0415
 
     for function in ("ResponderFunction", "ReleaseFunction"):
-        assert _allowed(template, function, "sns:") == set(PUBLISH_PERMISSIONS)
+        assert _allowed(template, function, "sns:") | _allowed(template, function, "kms:") == set(
+            PUBLISH_PERMISSIONS
+        )
     notifier = {
         a
         for prefix in ("secretsmanager:", "dynamodb:", "sns:", "iam:")
@@ -211,3 +213,86 @@ def test_notification_permissions_are_exactly_what_the_code_declares(template: d
     }
     assert notifier == set(NOTIFIER_PERMISSIONS)
     assert template["Resources"]["SlackNotifierFunction"]["Condition"] == "HasSlack"
+
+
+def test_alarms_watch_real_metrics_and_notify_the_topic(template: dict[str, Any]) -> None:
+    source = (ROOT / "layers" / "guardrail" / "guardrail" / "responder.py").read_text()
+    alarms = {
+        k: v["Properties"] for k, v in template["Resources"].items() if v["Type"] == "AWS::CloudWatch::Alarm"
+    }
+    assert {"ContainmentFailuresAlarm", "InvalidEventsAlarm", "ResponderErrorsAlarm", "ResponderThrottlesAlarm",
+            "FailureQueueAlarm"} <= set(alarms)  # fmt: skip
+    for name, alarm in alarms.items():
+        assert alarm["AlarmActions"] == [{"Ref": "IncidentTopic"}], name
+        if alarm["Namespace"] == "GuardrailResponder":
+            assert f'name="{alarm["MetricName"]}"' in source, (
+                f"{name}: the code never emits {alarm['MetricName']}"
+            )
+            assert alarm["Dimensions"] == [{"Name": "service", "Value": "guardrail-responder"}]
+
+
+def test_read_only_denied_calls_are_a_switch(template: dict[str, Any]) -> None:
+    denied = template["Resources"]["ResponderFunction"]["Properties"]["Events"]["AccessDenied"]["Properties"]
+    assert denied["State"] == {
+        "If": ["RoutesReadOnly", "ENABLED_WITH_ALL_CLOUDTRAIL_MANAGEMENT_EVENTS", "ENABLED"]
+    }
+    assert template["Parameters"]["RouteReadOnlyAccessDenied"]["Default"] == "false"
+
+
+def test_reserved_concurrency_is_opt_in(template: dict[str, Any]) -> None:
+    assert template["Parameters"]["ResponderReservedConcurrency"]["Default"] == 0
+
+
+FORWARDER = ROOT / "forwarder.yaml"
+
+
+def test_forwarder_is_lint_clean_and_its_patterns_are_generated() -> None:
+    from cfnlint.api import lint_file  # noqa: PLC0415
+
+    from guardrail.patterns import GLOBAL_SOURCES, forwarder_patterns  # noqa: PLC0415
+
+    assert [str(m) for m in lint_file(FORWARDER)] == []
+    forwarder: dict[str, Any] = yaml.load(FORWARDER.read_text(), Loader=_CfnLoader)  # noqa: S506
+    rules = {
+        k: v["Properties"]["EventPattern"]
+        for k, v in forwarder["Resources"].items()
+        if v["Type"] == "AWS::Events::Rule"
+    }
+    assert rules == forwarder_patterns(default_catalogue()), (
+        "run `guardrail patterns` and update forwarder.yaml"
+    )
+    for pattern in rules.values():
+        assert set(pattern["detail"]["eventSource"]) <= set(GLOBAL_SOURCES)
+
+
+@mock_aws
+def test_forwarder_carries_global_service_samples_and_nothing_regional() -> None:
+    from guardrail.patterns import GLOBAL_SOURCES, forwarder_patterns  # noqa: PLC0415
+
+    events = boto3.client("events", region_name="us-east-1")
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    url = sqs.create_queue(QueueName="forwarded")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    for name, pattern in forwarder_patterns(default_catalogue()).items():
+        events.put_rule(Name=name, EventPattern=json.dumps(pattern))
+        events.put_targets(Rule=name, Targets=[{"Id": "q", "Arn": arn}])
+    forwarded_any = False
+    for path in sorted(EVENTS.rglob("*.json")):
+        event = json.loads(path.read_text())
+        events.put_events(
+            Entries=[
+                {
+                    "Source": event["source"],
+                    "DetailType": event["detail-type"],
+                    "Detail": json.dumps(event["detail"]),
+                }
+            ]
+        )
+        received = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+        for message in received:
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+        is_global = event["detail"]["eventSource"] in GLOBAL_SOURCES
+        expected = is_global and _routable(event)
+        assert bool(received) is expected, path.name
+        forwarded_any |= bool(received)
+    assert forwarded_any

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 SCHEMA = "guardrail-responder/incident"
 VERSION = 1
 SUBJECT_LIMIT = 99  # SNS refuses subjects of 100 characters or more
-PUBLISH_PERMISSIONS = ("sns:Publish",)  # what the responder and the release function need of the topic
+# What the responder and the release function need of the topic, and of the key that encrypts it.
+PUBLISH_PERMISSIONS = ("sns:Publish", "kms:GenerateDataKey", "kms:Decrypt")
 
 # The agent or tool behind a call, from its userAgent: agents before the SDKs and CLIs they drive.
 _USER_AGENTS: tuple[tuple[str, str], ...] = (
