@@ -13,6 +13,9 @@ BIN := $(VENV)/bin
 SAM_VENV := .venv-sam
 SAM := $(SAM_VENV)/bin/sam
 SAM_VERSION := aws-sam-cli>=1.140,<2
+# checkov pins its own dependencies too: a third virtualenv.
+CHECKOV_VENV := .venv-checkov
+CHECKOV := $(CHECKOV_VENV)/bin/checkov
 # sam validate and sam build need credentials and a region, never real ones.
 FAKE_AWS := AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1
 # This machine's pip.conf names local indexes that may not exist; pip warns once per package.
@@ -22,7 +25,7 @@ QUIET_PIP := { grep -v 'is neither a file nor a directory' || true; }
 
 help:
 	@echo "make demo   the story in one command, on an embedded moto server (no AWS account needed)"
-	@echo "make test   ruff, mypy, template checks (sam validate --lint, sam build) and every test"
+	@echo "make test   ruff, mypy, template checks (sam validate --lint, cfn-lint, checkov, sam build) and every test"
 	@echo "make bench  classification throughput against plain JSON parsing; results in benchmarks/results/"
 
 $(VENV)/.installed: pyproject.toml
@@ -37,7 +40,13 @@ $(SAM_VENV)/.installed:
 	$(SAM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check '$(SAM_VERSION)' 2>&1 | $(QUIET_PIP)
 	touch $@
 
-setup: $(VENV)/.installed $(SAM_VENV)/.installed
+$(CHECKOV_VENV)/.installed:
+	@test -n "$(PYTHON313)" || { echo "python3.13 not found"; exit 1; }
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON313) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check 'checkov>=3.2,<4' 2>&1 | $(QUIET_PIP)
+	touch $@
+
+setup: $(VENV)/.installed $(SAM_VENV)/.installed $(CHECKOV_VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(BIN)/guardrail demo
@@ -55,6 +64,9 @@ typecheck: $(VENV)/.installed
 
 template: setup
 	$(FAKE_AWS) $(SAM) validate --lint
+	$(BIN)/cfn-lint template.yaml forwarder.yaml
+	@# Offline (--skip-download: no vendor API); every skipped check is justified in .checkov.yaml.
+	$(CHECKOV) --skip-download --config-file .checkov.yaml -f template.yaml -f forwarder.yaml
 	$(FAKE_AWS) $(SAM) build --build-dir .aws-sam/build
 	@# A CodeUri pointing at a missing folder still "builds": check what came out.
 	test -f .aws-sam/build/ResponderFunction/app.py

@@ -177,10 +177,16 @@ def incidents_command(*, as_json: bool, limit: int) -> int:
 
 
 def patterns_command() -> int:
-    from guardrail.patterns import all_patterns
+    from guardrail.patterns import all_patterns, forwarder_patterns
     from guardrail.rules import default_catalogue
 
-    print(json.dumps(all_patterns(default_catalogue()), indent=2))
+    catalogue = default_catalogue()
+    print(
+        json.dumps(
+            {"template.yaml": all_patterns(catalogue), "forwarder.yaml": forwarder_patterns(catalogue)},
+            indent=2,
+        )
+    )
     return 0
 
 

@@ -47,12 +47,39 @@ def access_denied_pattern(catalogue: Catalogue) -> dict[str, Any]:
     }
 
 
+# CloudTrail delivers these services' events to EventBridge in us-east-1 only.
+GLOBAL_SOURCES = (
+    "cloudfront.amazonaws.com",
+    "iam.amazonaws.com",
+    "organizations.amazonaws.com",
+    "route53.amazonaws.com",
+    "sts.amazonaws.com",
+)
+
+
+def forwarder_patterns(catalogue: Catalogue) -> dict[str, dict[str, Any]]:
+    """What forwarder.yaml sends from us-east-1 to the responder's region: the responder's own routing,
+    narrowed to the global services (so STS's every AssumeRole is not shipped across regions)."""
+    destructive = destructive_pattern(catalogue)
+    destructive["detail"]["eventSource"] = [
+        s for s in destructive["detail"]["eventSource"] if s in GLOBAL_SOURCES
+    ]
+    denied = access_denied_pattern(catalogue)
+    denied["detail"]["eventSource"] = list(GLOBAL_SOURCES)
+    return _checked({"ForwardGlobalDestructiveCalls": destructive, "ForwardGlobalAccessDenied": denied})
+
+
 def all_patterns(catalogue: Catalogue) -> dict[str, dict[str, Any]]:
     """Patterns by the template's rule name; each checked against the size limit."""
-    patterns = {
-        "DestructiveCalls": destructive_pattern(catalogue),
-        "AccessDenied": access_denied_pattern(catalogue),
-    }
+    return _checked(
+        {
+            "DestructiveCalls": destructive_pattern(catalogue),
+            "AccessDenied": access_denied_pattern(catalogue),
+        }
+    )
+
+
+def _checked(patterns: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     for name, pattern in patterns.items():
         size = len(_compact(pattern))
         if size > PATTERN_SIZE_LIMIT:
