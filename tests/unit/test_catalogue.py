@@ -147,7 +147,10 @@ def _call_with(request: dict[str, object], actor: str = "AIAgentRole") -> Any:
         ({"items[].key": ["Lifecycle"]}, {"items": [{"key": "Owner"}]}, False),
         ({"name": {"prefix": "guard"}}, {"name": "GuardrailRule"}, True),
         ({"arn": {"suffix": "/admin"}}, {"arn": "arn:x/Admin"}, True),
-        ({"name": {"glob": ["*guardrail*", "*breakglass*"]}}, {"name": "stack-BreakGlass-1"}, True),
+        ({"name": {"glob": ["*guardrail*", "*BreakGlass*"]}}, {"name": "stack-BreakGlass-1"}, True),
+        ({"name": {"glob": "*guardrail*"}}, {"name": "stack-GUARDRAIL-1"}, False),  # case-sensitive
+        ({"name": {"glob": "a?c"}}, {"name": "abc"}, False),  # '*' is the only wildcard
+        ({"name": {"glob": "a?c"}}, {"name": "a?c"}, True),
         ({"name": {"glob": "*guardrail*"}}, {"name": 42}, False),
         ({"tags.Lifecycle": {"exists": True}}, {"tags": {"Lifecycle": "x"}}, True),
         ({"tags.Lifecycle": {"exists": False}}, {"tags": {"Owner": "x"}}, True),

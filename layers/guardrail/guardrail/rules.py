@@ -8,7 +8,6 @@ entry there and a sample event under ``events/rules/<rule id>.json``.
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -104,8 +103,10 @@ def _condition(rule_id: str, path: str, spec: object) -> Condition:
         elif operator == "suffix":
             test = lambda v, _a: isinstance(v, str) and v.lower().endswith(lowered)  # noqa: E731
         else:
-            pattern = re.compile("|".join(fnmatch.translate(o) for o in lowered))
-            test = lambda v, _a: isinstance(v, str) and pattern.match(v.lower()) is not None  # noqa: E731
+            # Case-sensitive, '*' the only wildcard: exactly EventBridge's wildcard matching, so routing can
+            # express it. AWS identifiers (ARNs, rule and function names) are case-sensitive anyway.
+            pattern = re.compile("|".join(".*".join(map(re.escape, o.split("*"))) for o in options) + r"\Z")
+            test = lambda v, _a: isinstance(v, str) and pattern.match(v) is not None  # noqa: E731
     elif operator == "exists":
         if not isinstance(operand, bool):
             raise CatalogueError(f"{rule_id}: {path}: exists takes true or false")
