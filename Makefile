@@ -21,12 +21,13 @@ FAKE_AWS := AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_
 # This machine's pip.conf names local indexes that may not exist; pip warns once per package.
 QUIET_PIP := { grep -v 'is neither a file nor a directory' || true; }
 
-.PHONY: help setup demo test lint typecheck pytest template bench clean
+.PHONY: help setup demo test lint typecheck pytest template bench patterns clean
 
 help:
 	@echo "make demo   the story in one command, on an embedded moto server (no AWS account needed)"
 	@echo "make test   ruff, mypy, template checks (sam validate --lint, cfn-lint, checkov, sam build) and every test"
 	@echo "make bench  classification throughput against plain JSON parsing; results in benchmarks/results/"
+	@echo "make patterns  after editing rules.yaml: regenerate the EventBridge rules and docs/rules.md"
 
 $(VENV)/.installed: pyproject.toml
 	@test -n "$(PYTHON313)" || { echo "python3.13 not found: install it (pyenv install 3.13) or set PYTHON313=/path/to/python3.13"; exit 1; }
@@ -78,6 +79,11 @@ template: setup
 
 pytest: $(VENV)/.installed
 	$(BIN)/pytest
+
+# After editing layers/guardrail/guardrail/data/rules.yaml: regenerate the routing and the rules page.
+patterns: $(VENV)/.installed
+	$(BIN)/guardrail patterns --write
+	$(BIN)/guardrail rules > docs/rules.md
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/classify_throughput.py

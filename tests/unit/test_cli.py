@@ -69,4 +69,4 @@ def test_docs_rules_md_is_generated_from_the_catalogue() -> None:
 
     expected = render_rules(default_catalogue())
     actual = (EVENTS.parent / "docs" / "rules.md").read_text()
-    assert actual == expected, "docs/rules.md is stale: run `guardrail rules > docs/rules.md`"
+    assert actual == expected, "docs/rules.md is stale: run `make patterns`"

@@ -61,7 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON array")
     p.add_argument("--limit", type=int, default=50)
 
-    commands.add_parser("patterns", help="print the EventBridge patterns generated from the rule catalogue")
+    p = commands.add_parser(
+        "patterns", help="print the EventBridge patterns generated from the rule catalogue"
+    )
+    p.add_argument(
+        "--write",
+        action="store_true",
+        help="rewrite the generated blocks of template.yaml and forwarder.yaml",
+    )
 
     commands.add_parser("rules", help="print the rule catalogue as Markdown (docs/rules.md)")
 
@@ -78,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "incidents":
             return incidents_command(as_json=args.json, limit=args.limit)
         if args.command == "patterns":
-            return patterns_command()
+            return patterns_command(write=args.write)
         if args.command == "rules":
             return rules_command()
         return demo_command()
@@ -176,11 +183,21 @@ def incidents_command(*, as_json: bool, limit: int) -> int:
     return 0
 
 
-def patterns_command() -> int:
-    from guardrail.patterns import all_patterns, forwarder_patterns
+def patterns_command(*, write: bool = False) -> int:
+    from guardrail.patterns import all_patterns, forwarder_patterns, forwarder_rules, rewrite, template_events
+    from guardrail.replay import find_project_file
     from guardrail.rules import default_catalogue
 
     catalogue = default_catalogue()
+    if write:
+        for name, block, indent in (
+            ("template.yaml", template_events(catalogue), 8),
+            ("forwarder.yaml", forwarder_rules(catalogue), 2),
+        ):
+            path = find_project_file(name)
+            path.write_text(rewrite(path.read_text(), block, indent))
+            print(f"rewrote the generated rules of {path}")
+        return 0
     print(
         json.dumps(
             {"template.yaml": all_patterns(catalogue), "forwarder.yaml": forwarder_patterns(catalogue)},

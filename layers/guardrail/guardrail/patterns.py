@@ -1,9 +1,20 @@
 """EventBridge event patterns generated from the rule catalogue, so routing and classification agree.
 
-Patterns must stay under EventBridge's default 2,048-character limit. Names that begin with a
-destructive verb are routed by prefix (``{"prefix": "Delete"}``); the rest are listed exactly. A prefix
-routes some calls no rule flags (DeleteTags on an Owner tag); the classifier ignores those, and
-routing a little too much is the safe side of that trade.
+Routing must carry every call the classifier would flag (a miss is an agent nobody stops) and as little
+else as it can (every routed call is an invocation). So:
+
+- Rules with no condition, or with a condition EventBridge cannot express exactly (``self``: a comparison
+  with the caller), are routed by event name. Names that begin with a destructive verb are routed by
+  prefix (``{"prefix": "Delete"}``) to stay under EventBridge's 2,048-character pattern limit.
+- Rules whose conditions translate exactly (values, booleans, numbers, ``exists``, case-sensitive
+  ``glob`` as ``wildcard``) are routed by those conditions on ``requestParameters``: a routine
+  ``PutBucketVersioning`` that enables versioning never invokes the responder. These ``$or`` entries are
+  packed into as many rules as the size limit needs.
+- Conditions on a path through an array (``tagSet.items[].key``) are routed by name. EventBridge flattens
+  arrays of objects when it matches, but moto, our only EventBridge here, does not, so such a pattern
+  could not be proven to match; a missed ``PutEventSelectors`` that drops management events costs far
+  more than the invocations a name route spends.
+- Authorization failures are routed by errorCode, whatever the call; so is anything the root user does.
 """
 
 from __future__ import annotations
@@ -15,38 +26,11 @@ from typing import TYPE_CHECKING, Any
 from guardrail.cloudtrail import CLOUDTRAIL_DETAIL_TYPE
 
 if TYPE_CHECKING:
-    from guardrail.rules import Catalogue
+    from guardrail.rules import Catalogue, Condition, Rule
 
 PATTERN_SIZE_LIMIT = 2048
 PREFIX_VERBS = ("Delete", "Disable", "Detach", "Remove", "Stop", "Terminate", "Deregister", "Purge", "Leave")
 _VERB = re.compile(r"^[A-Z][a-z]+")
-
-
-def _compact(pattern: dict[str, Any]) -> str:
-    return json.dumps(pattern, separators=(",", ":"))
-
-
-def destructive_pattern(catalogue: Catalogue) -> dict[str, Any]:
-    sources = catalogue.sources()
-    names = sorted({n for found in sources.values() for n in found})
-    verbs = sorted({m.group() for n in names if (m := _VERB.match(n)) and m.group() in PREFIX_VERBS})
-    exact = [n for n in names if not n.startswith(tuple(verbs))]
-    return {
-        "detail-type": [CLOUDTRAIL_DETAIL_TYPE],
-        "detail": {
-            "eventSource": sorted(sources),
-            "eventName": [*({"prefix": v} for v in verbs), *exact],
-        },
-    }
-
-
-def access_denied_pattern(catalogue: Catalogue) -> dict[str, Any]:
-    return {
-        "detail-type": [CLOUDTRAIL_DETAIL_TYPE],
-        "detail": {"errorCode": sorted(catalogue.access_denied.error_codes)},
-    }
-
-
 # CloudTrail delivers these services' events to EventBridge in us-east-1 only.
 GLOBAL_SOURCES = (
     "cloudfront.amazonaws.com",
@@ -57,26 +41,148 @@ GLOBAL_SOURCES = (
 )
 
 
-def forwarder_patterns(catalogue: Catalogue) -> dict[str, dict[str, Any]]:
-    """What forwarder.yaml sends from us-east-1 to the responder's region: the responder's own routing,
-    narrowed to the global services (so STS's every AssumeRole is not shipped across regions)."""
-    destructive = destructive_pattern(catalogue)
-    destructive["detail"]["eventSource"] = [
-        s for s in destructive["detail"]["eventSource"] if s in GLOBAL_SOURCES
-    ]
-    denied = access_denied_pattern(catalogue)
-    denied["detail"]["eventSource"] = list(GLOBAL_SOURCES)
-    return _checked({"ForwardGlobalDestructiveCalls": destructive, "ForwardGlobalAccessDenied": denied})
+def _compact(pattern: dict[str, Any]) -> str:
+    return json.dumps(pattern, separators=(",", ":"))
+
+
+def _matchers(condition: Condition) -> list[Any] | None:
+    """The EventBridge matchers equivalent to one condition, or None when none is exact."""
+    operand = condition.operand
+    if condition.operator == "exists":
+        return [{"exists": bool(operand)}]
+    if condition.operator == "glob":
+        return [{"wildcard": o} for o in (operand if isinstance(operand, list) else [operand])]
+    if condition.operator == "one_of":
+        matchers: list[Any] = []
+        for value in operand if isinstance(operand, list) else []:
+            # The classifier compares as lower-case text: true, "true" and "TRUE" alike; so must routing.
+            if isinstance(value, bool):
+                matchers += [value, {"equals-ignore-case": str(value).lower()}]
+            elif isinstance(value, int | float):
+                matchers += [value, str(value)]
+            else:
+                matchers.append({"equals-ignore-case": str(value)})
+        return matchers
+    return None  # prefix and suffix are case-insensitive in the catalogue; self compares with the caller
+
+
+def _parameters(rule: Rule) -> dict[str, Any] | None:
+    """requestParameters matching all of a rule's conditions, or None when they cannot be expressed."""
+    tree: dict[str, Any] = {}
+    for condition in rule.when:
+        matchers = _matchers(condition)
+        if matchers is None or "[]" in condition.path:
+            return None
+        *parents, leaf = condition.path.split(".")
+        node = tree
+        for key in parents:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                return None
+            node = child
+        if leaf in node:
+            return None  # two conditions on one path are an AND a pattern cannot say
+        node[leaf] = matchers
+    return tree
+
+
+def routing(catalogue: Catalogue) -> tuple[dict[str, set[str]], list[dict[str, Any]]]:
+    """(names routed by name, per source; parameter-level entries for the other rules)."""
+    by_name: dict[str, set[str]] = {}
+    conditional: list[tuple[Rule, dict[str, Any]]] = []
+    for rule in catalogue.rules:
+        parameters = _parameters(rule) if rule.when else None
+        if parameters is None:
+            by_name.setdefault(rule.source, set()).update(rule.names)
+        else:
+            conditional.append((rule, parameters))
+    prefixes = tuple(_prefix_verbs(by_name))
+    routed_names = {n for found in by_name.values() for n in found}
+    entries = []
+    for rule, parameters in conditional:
+        # The name route matches every listed name from every listed source: a name it already carries
+        # from this rule's source needs no narrower route.
+        covered = rule.source in by_name
+        names = [n for n in rule.names if not (covered and (n in routed_names or n.startswith(prefixes)))]
+        if names:
+            entries.append(
+                {"eventSource": [rule.source], "eventName": names, "requestParameters": parameters}
+            )
+    return by_name, entries
+
+
+def _prefix_verbs(by_name: dict[str, set[str]]) -> list[str]:
+    names = {n for found in by_name.values() for n in found}
+    return sorted({m.group() for n in names if (m := _VERB.match(n)) and m.group() in PREFIX_VERBS})
+
+
+def destructive_pattern(by_name: dict[str, set[str]]) -> dict[str, Any]:
+    names = sorted({n for found in by_name.values() for n in found})
+    verbs = _prefix_verbs(by_name)
+    exact = [n for n in names if not n.startswith(tuple(verbs))]
+    return {
+        "detail-type": [CLOUDTRAIL_DETAIL_TYPE],
+        "detail": {"eventSource": sorted(by_name), "eventName": [*({"prefix": v} for v in verbs), *exact]},
+    }
+
+
+def _packed(entries: list[dict[str, Any]], base: str) -> dict[str, dict[str, Any]]:
+    """Parameter-level entries in as few rules as the size limit allows: Base, Base2, Base3, ..."""
+    rules: list[list[dict[str, Any]]] = []
+    for entry in entries:
+        for group in rules:
+            if len(_compact(_conditional_pattern([*group, entry]))) <= PATTERN_SIZE_LIMIT:
+                group.append(entry)
+                break
+        else:
+            rules.append([entry])
+    return {f"{base}{i + 1 if i else ''}": _conditional_pattern(group) for i, group in enumerate(rules)}
+
+
+def _conditional_pattern(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    detail = entries[0] if len(entries) == 1 else {"$or": entries}
+    return {"detail-type": [CLOUDTRAIL_DETAIL_TYPE], "detail": detail}
+
+
+def access_denied_pattern(catalogue: Catalogue, sources: list[str] | None = None) -> dict[str, Any]:
+    detail: dict[str, Any] = {"errorCode": sorted(catalogue.access_denied.error_codes)}
+    if sources is not None:
+        detail["eventSource"] = sources
+    return {"detail-type": [CLOUDTRAIL_DETAIL_TYPE], "detail": detail}
+
+
+def root_activity_pattern(sources: list[str] | None = None) -> dict[str, Any]:
+    """Anything the root user does is reported, whatever the call: rare, and always worth a page."""
+    detail: dict[str, Any] = {"userIdentity": {"type": ["Root"]}}
+    if sources is not None:
+        detail["eventSource"] = sources
+    return {"detail-type": [CLOUDTRAIL_DETAIL_TYPE], "detail": detail}
 
 
 def all_patterns(catalogue: Catalogue) -> dict[str, dict[str, Any]]:
-    """Patterns by the template's rule name; each checked against the size limit."""
+    """template.yaml's EventBridge rules, by name."""
+    by_name, entries = routing(catalogue)
     return _checked(
         {
-            "DestructiveCalls": destructive_pattern(catalogue),
+            "DestructiveCalls": destructive_pattern(by_name),
+            **_packed(entries, "ConditionalCalls"),
             "AccessDenied": access_denied_pattern(catalogue),
+            "RootActivity": root_activity_pattern(),
         }
     )
+
+
+def forwarder_patterns(catalogue: Catalogue) -> dict[str, dict[str, Any]]:
+    """What forwarder.yaml sends from us-east-1 to the responder's region: the responder's own routing,
+    narrowed to the global services (so STS's every AssumeRole is not shipped across regions)."""
+    by_name, entries = routing(catalogue)
+    global_names = {s: n for s, n in by_name.items() if s in GLOBAL_SOURCES}
+    global_entries = [e for e in entries if e["eventSource"][0] in GLOBAL_SOURCES]
+    patterns = {"ForwardGlobalDestructiveCalls": destructive_pattern(global_names)} if global_names else {}
+    patterns.update(_packed(global_entries, "ForwardGlobalConditionalCalls") if global_entries else {})
+    patterns["ForwardGlobalAccessDenied"] = access_denied_pattern(catalogue, list(GLOBAL_SOURCES))
+    patterns["ForwardGlobalRootActivity"] = root_activity_pattern(list(GLOBAL_SOURCES))
+    return _checked(patterns)
 
 
 def _checked(patterns: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -85,3 +191,69 @@ def _checked(patterns: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         if size > PATTERN_SIZE_LIMIT:
             raise ValueError(f"{name} pattern is {size} characters, over EventBridge's {PATTERN_SIZE_LIMIT}")
     return patterns
+
+
+# --- writing the templates --------------------------------------------------------------------------
+
+BEGIN = "# BEGIN generated by `guardrail patterns --write`: edit rules.yaml, not this block"
+END = "# END generated"
+_RETRY = [
+    "RetryPolicy:",
+    "  MaximumRetryAttempts: 185",
+    "  MaximumEventAgeInSeconds: 86400",
+]
+
+
+def _yaml(pattern: dict[str, Any], indent: int) -> list[str]:
+    import yaml
+
+    text = yaml.safe_dump(pattern, default_flow_style=None, width=100, sort_keys=True)
+    return [" " * indent + line for line in text.splitlines()]
+
+
+def template_events(catalogue: Catalogue) -> list[str]:
+    """The responder's EventBridgeRule events, as template.yaml holds them (8 spaces in)."""
+    lines = []
+    for name, pattern in all_patterns(catalogue).items():
+        lines += [f"{name}:", "  Type: EventBridgeRule", "  Properties:"]
+        if name == "AccessDenied":
+            lines.append(
+                "    State: !If [RoutesReadOnly, ENABLED_WITH_ALL_CLOUDTRAIL_MANAGEMENT_EVENTS, ENABLED]"
+            )
+        lines += [f"    {r}" for r in _RETRY]
+        lines += ["    DeadLetterConfig:", "      Arn: !GetAtt FailureQueue.Arn", "    Pattern:"]
+        lines += [line[8:] for line in _yaml(pattern, 14)]
+    return [f"        {line}" for line in lines]
+
+
+def forwarder_rules(catalogue: Catalogue) -> list[str]:
+    """forwarder.yaml's rules (2 spaces in)."""
+    lines: list[str] = []
+    for name, pattern in forwarder_patterns(catalogue).items():
+        lines += [
+            f"{name}:",
+            "  Type: AWS::Events::Rule",
+            "  Properties:",
+            "    State: ENABLED",
+            "    EventPattern:",
+            *[line[2:] for line in _yaml(pattern, 8)],
+            "    Targets:",
+            "      - Id: ResponderRegionBus",
+            '        Arn: !Sub "arn:${AWS::Partition}:events:${ResponderRegion}:${AWS::AccountId}:event-bus/default"',
+            "        RoleArn: !GetAtt ForwardRole.Arn",
+            *[f"        {r}" for r in _RETRY],
+            "        DeadLetterConfig:",
+            "          Arn: !GetAtt ForwardDeadLetters.Arn",
+            "",
+        ]
+    return [f"  {line}" if line else "" for line in lines]
+
+
+def rewrite(text: str, block: list[str], indent: int) -> str:
+    """Replace the generated block of a template (between the BEGIN and END markers)."""
+    pad = " " * indent
+    start, end = text.find(pad + BEGIN), text.find(pad + END)
+    if start < 0 or end < start:
+        raise ValueError("the template has no generated block (BEGIN/END markers)")
+    head = text[: start + len(pad + BEGIN)]
+    return head + "\n" + "\n".join(block).rstrip("\n") + "\n" + text[end:]
