@@ -189,17 +189,45 @@ class ContainmentAction(ABC):
         """What apply would do, without doing it: the dry-run record."""
         return ActionRecord(self.name, target.key, details={"dry_run": True}, at=_now_iso())
 
+    def _undone(self, record: ActionRecord, iam: IAMClient, call: Callable[[], Any]) -> ActionRecord:
+        """Run an undo call; what someone already removed by hand is recorded as such, not as a failure."""
+        try:
+            response = call()
+        except iam.exceptions.NoSuchEntityException:
+            return ActionRecord(self.name, record.target, {"already_absent": True}, at=_now_iso())
+        return ActionRecord(
+            self.name, record.target, dict(record.details), [_request_id(response)], _now_iso()
+        )
+
 
 class _InlinePolicy(ContainmentAction):
+    """An inline deny policy on the target; subclasses say which document, and role or user."""
+
     policy_name: ClassVar[str]
 
     @abstractmethod
     def document(self, incident: IncidentRef) -> dict[str, Any]: ...
 
+    @abstractmethod
+    def _put(self, iam: IAMClient, name: str, policy_name: str, document: str) -> Any: ...
+
+    @abstractmethod
+    def _delete(self, iam: IAMClient, name: str, policy_name: str) -> Any: ...
+
     def describe(self, target: Target, incident: IncidentRef) -> ActionRecord:
         record = super().describe(target, incident)
         record.details.update(policy_name=self.policy_name, policy=self.document(incident))
         return record
+
+    def apply(self, target: Target, incident: IncidentRef, iam: IAMClient) -> ActionRecord:
+        response = self._put(iam, target.name, self.policy_name, json.dumps(self.document(incident)))
+        return ActionRecord(
+            self.name, target.key, {"policy_name": self.policy_name}, [_request_id(response)], _now_iso()
+        )
+
+    def undo(self, record: ActionRecord, iam: IAMClient) -> ActionRecord:
+        name = Target.from_arn(record.target).name
+        return self._undone(record, iam, lambda: self._delete(iam, name, record.details["policy_name"]))
 
 
 class PutRoleDenyAll(_InlinePolicy):
@@ -212,25 +240,11 @@ class PutRoleDenyAll(_InlinePolicy):
     def document(self, incident: IncidentRef) -> dict[str, Any]:
         return deny_all_document(incident)
 
-    def apply(self, target: Target, incident: IncidentRef, iam: IAMClient) -> ActionRecord:
-        response = iam.put_role_policy(
-            RoleName=target.name,
-            PolicyName=self.policy_name,
-            PolicyDocument=json.dumps(self.document(incident)),
-        )
-        return ActionRecord(
-            self.name, target.key, {"policy_name": self.policy_name}, [_request_id(response)], _now_iso()
-        )
+    def _put(self, iam: IAMClient, name: str, policy_name: str, document: str) -> Any:
+        return iam.put_role_policy(RoleName=name, PolicyName=policy_name, PolicyDocument=document)
 
-    def undo(self, record: ActionRecord, iam: IAMClient) -> ActionRecord:
-        name = Target.from_arn(record.target).name
-        try:
-            response = iam.delete_role_policy(RoleName=name, PolicyName=record.details["policy_name"])
-        except iam.exceptions.NoSuchEntityException:
-            return ActionRecord(self.name, record.target, {"already_absent": True}, at=_now_iso())
-        return ActionRecord(
-            self.name, record.target, dict(record.details), [_request_id(response)], _now_iso()
-        )
+    def _delete(self, iam: IAMClient, name: str, policy_name: str) -> Any:
+        return iam.delete_role_policy(RoleName=name, PolicyName=policy_name)
 
 
 class PutRoleRevokeOlderSessions(PutRoleDenyAll):
@@ -239,6 +253,26 @@ class PutRoleRevokeOlderSessions(PutRoleDenyAll):
 
     def document(self, incident: IncidentRef) -> dict[str, Any]:
         return revoke_older_sessions_document(incident)
+
+
+class PutUserDenyAll(_InlinePolicy):
+    """Covers console sessions and the temporary credentials the user minted with GetSessionToken or
+    GetFederationToken, which survive deactivating its access keys."""
+
+    name = "put_user_deny_all"
+    target_kind = TargetKind.USER
+    permissions = ("iam:PutUserPolicy",)
+    undo_permissions = ("iam:DeleteUserPolicy",)
+    policy_name = DENY_ALL_POLICY
+
+    def document(self, incident: IncidentRef) -> dict[str, Any]:
+        return deny_all_document(incident)
+
+    def _put(self, iam: IAMClient, name: str, policy_name: str, document: str) -> Any:
+        return iam.put_user_policy(UserName=name, PolicyName=policy_name, PolicyDocument=document)
+
+    def _delete(self, iam: IAMClient, name: str, policy_name: str) -> Any:
+        return iam.delete_user_policy(UserName=name, PolicyName=policy_name)
 
 
 class TagRole(ContainmentAction):
@@ -256,46 +290,8 @@ class TagRole(ContainmentAction):
 
     def undo(self, record: ActionRecord, iam: IAMClient) -> ActionRecord:
         name = Target.from_arn(record.target).name
-        try:
-            response = iam.untag_role(RoleName=name, TagKeys=list(record.details["tag_keys"]))
-        except iam.exceptions.NoSuchEntityException:
-            return ActionRecord(self.name, record.target, {"already_absent": True}, at=_now_iso())
-        return ActionRecord(
-            self.name, record.target, dict(record.details), [_request_id(response)], _now_iso()
-        )
-
-
-class PutUserDenyAll(_InlinePolicy):
-    """Covers console sessions and the temporary credentials the user minted with GetSessionToken or
-    GetFederationToken, which survive deactivating its access keys."""
-
-    name = "put_user_deny_all"
-    target_kind = TargetKind.USER
-    permissions = ("iam:PutUserPolicy",)
-    undo_permissions = ("iam:DeleteUserPolicy",)
-    policy_name = DENY_ALL_POLICY
-
-    def document(self, incident: IncidentRef) -> dict[str, Any]:
-        return deny_all_document(incident)
-
-    def apply(self, target: Target, incident: IncidentRef, iam: IAMClient) -> ActionRecord:
-        response = iam.put_user_policy(
-            UserName=target.name,
-            PolicyName=self.policy_name,
-            PolicyDocument=json.dumps(self.document(incident)),
-        )
-        return ActionRecord(
-            self.name, target.key, {"policy_name": self.policy_name}, [_request_id(response)], _now_iso()
-        )
-
-    def undo(self, record: ActionRecord, iam: IAMClient) -> ActionRecord:
-        name = Target.from_arn(record.target).name
-        try:
-            response = iam.delete_user_policy(UserName=name, PolicyName=record.details["policy_name"])
-        except iam.exceptions.NoSuchEntityException:
-            return ActionRecord(self.name, record.target, {"already_absent": True}, at=_now_iso())
-        return ActionRecord(
-            self.name, record.target, dict(record.details), [_request_id(response)], _now_iso()
+        return self._undone(
+            record, iam, lambda: iam.untag_role(RoleName=name, TagKeys=list(record.details["tag_keys"]))
         )
 
 
