@@ -26,7 +26,7 @@ QUIET_PIP := { grep -v 'is neither a file nor a directory' || true; }
 help:
 	@echo "make demo   the story in one command, on an embedded moto server (no AWS account needed)"
 	@echo "make test   ruff, mypy, template checks (sam validate --lint, cfn-lint, checkov, sam build) and every test"
-	@echo "make bench  classification throughput against plain JSON parsing; results in benchmarks/results/"
+	@echo "make bench  classification against plain JSON parsing, cold start against import boto3 (ratios)"
 	@echo "make patterns  after editing rules.yaml: regenerate the EventBridge rules and docs/rules.md"
 
 $(VENV)/.installed: pyproject.toml
@@ -87,6 +87,7 @@ patterns: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/classify_throughput.py
+	$(BIN)/python benchmarks/cold_start.py
 
 clean:
 	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache benchmarks/results/*.json

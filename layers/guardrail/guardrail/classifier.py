@@ -30,8 +30,9 @@ def classify(
     catalogue = catalogue or default_catalogue()
     principal = call.principal
     environment = settings.environment_of(call.account)
-    is_agent = settings.agent_principals.matches(*principal.arns)
-    is_protected = settings.protected_principals.matches(*principal.arns)
+    arns = principal.arns
+    is_agent = settings.agent_principals.matches(*arns)
+    is_protected = is_agent and settings.protected_principals.matches(*arns)
     matched = catalogue.matching(call)
     notes: list[str] = []
 

@@ -91,7 +91,9 @@ class Principal:
     @property
     def arns(self) -> tuple[str, ...]:
         """Every ARN a principal pattern may be written against: the caller and the role behind it."""
-        return tuple(a for a in (self.arn, self.role_arn) if a)
+        if self.role_arn:
+            return (self.arn, self.role_arn) if self.arn else (self.role_arn,)
+        return (self.arn,) if self.arn else ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,10 +154,11 @@ class Verdict:
             "principal": call.principal.arn or call.principal.display,
             "account": call.account,
             "region": call.region,
-            "environment": self.environment.value,
-            "category": self.category.value,
-            "severity": self.severity.value,
+            # StrEnum members are str: JSON takes them as they are.
+            "environment": self.environment,
+            "category": self.category,
+            "severity": self.severity,
             "rule_ids": self.rule_ids,
-            "decision": self.decision.value,
+            "decision": self.decision,
             "reason": self.reason,
         }

@@ -45,7 +45,12 @@ class PrincipalPatterns:
 
     def matches(self, *arns: str) -> bool:
         regex = self._regex
-        return regex is not None and any(regex.match(a) for a in arns if a)
+        if regex is None:
+            return False
+        for arn in arns:  # noqa: SIM110  (a plain loop: this runs for every event, any() adds a generator)
+            if arn and regex.match(arn):
+                return True
+        return False
 
     def __repr__(self) -> str:
         return f"PrincipalPatterns({self.patterns!r})"
