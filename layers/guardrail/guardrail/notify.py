@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 SCHEMA = "guardrail-responder/incident"
 VERSION = 1
 SUBJECT_LIMIT = 99  # SNS refuses subjects of 100 characters or more
+# Values copied from the event are attacker-chosen: each is clipped so that the message (three copies of it
+# travel in one publish: default, email, email-json) always fits SNS's 256 KB.
+FIELD_LIMIT = 2048
 # What the responder and the release function need of the topic, and of the key that encrypts it.
 PUBLISH_PERMISSIONS = ("sns:Publish", "kms:GenerateDataKey", "kms:Decrypt")
 
@@ -71,6 +74,12 @@ _TARGET_KEYS = (
     "groupName", "policyArn", "policyId", "volumeId", "snapshotId", "imageId", "vpcId", "instanceId",
     "resourceArn", "resourceName", "backupPlanId", "service", "cluster", "rule", "name", "id", "key",
 )  # fmt: skip
+
+
+def _clipped(value: str | None) -> str | None:
+    if value is None or len(value) <= FIELD_LIMIT:
+        return value
+    return value[: FIELD_LIMIT - 14] + "… (truncated)"
 
 
 def agent_tool(user_agent: str | None) -> str | None:
@@ -157,12 +166,12 @@ def incident_message(
         "environment": verdict.environment.value,
         "account": call.account,
         "region": call.region,
-        "reason": verdict.reason,
+        "reason": _clipped(verdict.reason),
         "principal": {
-            "arn": principal.arn,
+            "arn": _clipped(principal.arn),
             "kind": principal.kind.value,
-            "name": principal.name,
-            "session": principal.session_name,
+            "name": _clipped(principal.name),
+            "session": _clipped(principal.session_name),
             "is_agent": verdict.is_agent,
             "is_protected": verdict.is_protected,
         },
@@ -171,12 +180,12 @@ def incident_message(
             "time": call.event_time.isoformat().replace("+00:00", "Z"),
             "source": call.event_source,
             "name": call.event_name,
-            "error_code": call.error_code,
-            "request_id": call.request_id,
-            "source_ip": call.source_ip,
-            "user_agent": call.user_agent,
+            "error_code": _clipped(call.error_code),
+            "request_id": _clipped(call.request_id),
+            "source_ip": _clipped(call.source_ip),
+            "user_agent": _clipped(call.user_agent),
             "agent_tool": agent_tool(call.user_agent),
-            "target": target_resource(call.request),
+            "target": _clipped(target_resource(call.request)),
         },
         "rules": [
             {"id": r.id, "title": r.title, "why": r.why, "attack": r.attack, "fix": r.fix}
