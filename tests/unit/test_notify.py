@@ -200,7 +200,9 @@ def test_huge_attacker_chosen_values_still_fit_one_sns_message() -> None:
     event = copy.deepcopy(load_event("rules/s3.bucket-deleted.json"))
     event["detail"]["requestParameters"]["bucketName"] = "b" * 1_000_000
     event["detail"]["userAgent"] = "u" * 1_000_000
-    event["detail"]["userIdentity"]["arn"] = "arn:aws:sts::111122223333:assumed-role/AIAgentRole/" + "s" * 500_000
+    event["detail"]["userIdentity"]["arn"] = (
+        "arn:aws:sts::111122223333:assumed-role/AIAgentRole/" + "s" * 500_000
+    )
     payload = sns_payload(message_for(event))
     assert len(payload["Message"].encode()) < 256 * 1024
     document = json.loads(json.loads(payload["Message"])["default"])
