@@ -345,3 +345,76 @@ def test_incidents_command_lists_from_the_table(
     assert "released arn:aws:iam::111122223333:role/AIAgentRole" in capsys.readouterr().out
     assert main(["release", "--principal", listed["key"], "--reason", "again"]) == 1
     assert "is not contained" in capsys.readouterr().err
+
+
+@pytest.fixture
+def atomic_dynamodb_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DynamoDB transactions are atomic and isolated; moto's are not under concurrency: it applies the items
+    one by one and, when one fails, restores a deep copy of the whole table taken at the start, wiping what
+    other threads wrote meanwhile. One reentrant lock over moto's writes gives back the semantics the
+    responder relies on (and that DynamoDB documents)."""
+    import threading  # noqa: PLC0415
+
+    from moto.dynamodb.models import DynamoDBBackend  # noqa: PLC0415
+
+    lock = threading.RLock()
+    for name in ("transact_write_items", "put_item", "update_item", "delete_item"):
+        original = getattr(DynamoDBBackend, name)
+
+        def serialised(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            with lock:
+                return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(DynamoDBBackend, name, serialised)
+
+
+@pytest.mark.usefixtures("atomic_dynamodb_writes")
+def test_twenty_concurrent_invocations_give_one_incident_and_the_policy_names_it(account: Any) -> None:
+    """As concurrent Lambda invocations would: one runtime (container) each, all released at once."""
+    import threading  # noqa: PLC0415
+    from collections import Counter  # noqa: PLC0415
+
+    from guardrail.aws import AwsClients  # noqa: PLC0415
+    from guardrail.cloudtrail import parse_event  # noqa: PLC0415
+    from guardrail.replay import CallRecorder  # noqa: PLC0415
+    from guardrail.responder import Runtime, handle_event  # noqa: PLC0415
+    from guardrail.settings import Settings  # noqa: PLC0415
+
+    account.agent_session(parse_event(critical()))
+    statuses: list[str] = []
+    iam_writes: list[str] = []
+    failures: list[BaseException] = []
+    barrier = threading.Barrier(20)
+
+    def invocation() -> None:
+        session = account.session()
+        recorder = CallRecorder()
+        recorder.attach(session)
+        runtime = Runtime(settings=Settings.from_env(account.settings_env), aws=AwsClients(session=session))
+        barrier.wait()
+        recorder.start()
+        try:
+            statuses.append(handle_event(critical(event_id=fresh_id()), runtime).status)
+        except BaseException as exc:  # noqa: BLE001  (collected, asserted below)
+            failures.append(exc)
+        iam_writes.extend(c["operation"] for c in recorder.calls if c["operation"] == "PutRolePolicy")
+
+    threads = [threading.Thread(target=invocation) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert failures == []
+    assert Counter(statuses) == {"contained": 1, "joined": 19}
+    runtime = Runtime(
+        settings=Settings.from_env(account.settings_env), aws=AwsClients(session=account.session())
+    )
+    (incident,) = runtime.store.incidents()
+    assert incident.event_count == 20  # no lost counts
+    iam = account.session().client("iam")
+    (statement,) = _policy(iam, "AIAgentRole", "GuardrailEmergencyDenyAll")["Statement"]
+    assert statement["Sid"] == "GuardrailIncident" + incident.id.replace("-", "")  # the incident on record
+    raced = [a for a in runtime.store.audit_trail(incident.id) if a["kind"] == "raced"]
+    # Every invocation that wrote to IAM and lost the claim redid its writes under the winner's incident.
+    assert len(iam_writes) == 1 + 2 * len(raced)
