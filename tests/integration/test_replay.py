@@ -10,6 +10,7 @@ import pytest
 
 from guardrail.aws import AwsClients
 from guardrail.cli import main
+from guardrail.cloudtrail import parse_event
 from guardrail.errors import InvalidEventError
 from guardrail.replay import EmbeddedAws, invoke, load_handler, replay
 from guardrail.responder import Runtime, use_runtime
@@ -78,3 +79,26 @@ def test_replay_reports_unreadable_files_without_stopping(tmp_path: Any) -> None
     assert results[0]["error"]
     assert "missing.json" in results[0]["error"]
     assert results[1]["decision"] == "ignore"
+
+
+def test_replay_aws_uses_the_configured_endpoint_and_settings(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--aws` talks to whatever boto3 is configured for (here a moto server the test started, as an
+    operator would point it at a sandbox account), with the GUARDRAIL_* settings of the environment."""
+    with EmbeddedAws(account="111122223333", enforce_iam=False) as aws:
+        agent = load_event("rules/kms.key-deletion-scheduled.json")
+        aws.agent_session(parse_event(agent))
+        for name, value in {**aws.settings_env, "GUARDRAIL_DRY_RUN": "true"}.items():
+            monkeypatch.setenv(name, value)
+        assert (
+            main(["replay", "--aws", "--json", str(EVENTS / "rules" / "kms.key-deletion-scheduled.json")])
+            == 0
+        )
+        (result,) = json.loads(capsys.readouterr().out)
+        assert (result["decision"], result["status"]) == ("contain", "dry_run")
+        assert result["verified"] is None  # no agent session to try with: nothing claimed
+        assert [c["operation"] for c in result["calls"]][:2] == ["GetCallerIdentity", "BatchGetItem"]
+        assert not [c for c in result["calls"] if c["service"] == "iam"]  # dry run: never an IAM write
+        store = boto3.client("dynamodb").scan(TableName="guardrail-state")["Items"]
+        assert any(i["sk"]["S"] == "META" and i["status"]["S"] == "dry_run" for i in store)
