@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools.metrics import MetricUnit
 
 from guardrail.aws import AwsClients
+from guardrail.errors import InvalidEventError
 from guardrail.slack_delivery import SlackDeliveryError, SlackSettings, delivery, message_from_sns
 from guardrail.telemetry import logger, metrics
 
@@ -29,7 +30,13 @@ def clients() -> AwsClients:
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     settings = SlackSettings.from_env()
-    messages = [message_from_sns(record) for record in event.get("Records") or []]
+    try:
+        messages = [message_from_sns(record) for record in event.get("Records") or []]
+    except InvalidEventError as exc:
+        # Fails the invocation: Lambda retries, then the failure destination keeps the message as it came.
+        metrics.add_metric(name="InvalidMessages", unit=MetricUnit.Count, value=1)
+        logger.error("unreadable incident message", extra={"reason": str(exc)})
+        raise
     sender = delivery(settings, clients().dynamodb if settings.mode == "bot" else None)
     results = []
     for message in messages:

@@ -265,3 +265,26 @@ def test_replay_previews_alerts_in_a_slack_webhook(slack: FakeSlack) -> None:
     assert notification["slack"] == "posted"
     assert notification["subject"] == "[CRITICAL][CONTAINED] AIAgentRole: ScheduleKeyDeletion"
     assert len(slack.requests) == 1
+
+
+def test_notifier_refuses_an_unreadable_message_loudly(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from guardrail.errors import InvalidEventError  # noqa: PLC0415
+
+    monkeypatch.setenv("GUARDRAIL_SLACK_SECRET_ARN", "arn:aws:secretsmanager:us-east-1:111122223333:secret:x")
+    handler = load_handler("slack_notifier")
+    for record, reason in (
+        ({"Sns": {"Message": "not json"}}, "not an SNS record with a JSON message"),
+        (
+            {"Sns": {"Message": json.dumps({"schema": "something-else"})}},
+            "is not a guardrail-responder/incident document",
+        ),
+        (
+            {"Sns": {"Message": json.dumps({"schema": "guardrail-responder/incident", "version": 9})}},
+            "unsupported",
+        ),
+    ):
+        with caplog.at_level(logging.ERROR), pytest.raises(InvalidEventError, match=reason):
+            invoke(handler, {"Records": [record]})
+        assert "unreadable incident message" in caplog.text
