@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import boto3
@@ -102,3 +103,12 @@ def test_replay_aws_uses_the_configured_endpoint_and_settings(
         assert not [c for c in result["calls"] if c["service"] == "iam"]  # dry run: never an IAM write
         store = boto3.client("dynamodb").scan(TableName="guardrail-state")["Items"]
         assert any(i["sk"]["S"] == "META" and i["status"]["S"] == "dry_run" for i in store)
+
+
+def test_replay_gives_the_process_its_logger_back() -> None:
+    from guardrail.telemetry import logger  # noqa: PLC0415
+
+    before = logger.log_level
+    replay([EVENTS / "benign" / "s3-create-bucket.json"])
+    assert logger.log_level == before
+    assert os.environ.get("POWERTOOLS_METRICS_DISABLED") == "true"  # the test session's own setting, kept

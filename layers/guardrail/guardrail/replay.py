@@ -318,13 +318,23 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
-def _silence_telemetry() -> None:
-    # Replay's stdout is its report: keep the handler's JSON logs and EMF metrics out of it.
-    os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
+@contextmanager
+def _quiet_telemetry() -> Iterator[None]:
+    """Replay's stdout is its report: keep the handler's JSON logs and EMF metrics out of it while it
+    runs, and give the process its logger back afterwards."""
     handler = logger.registered_handler
-    if isinstance(handler, logging.StreamHandler):
-        handler.setStream(_CurrentStderr())
-    logger.setLevel(os.environ.get("GUARDRAIL_REPLAY_LOG_LEVEL", "CRITICAL"))
+    stream = handler.stream if isinstance(handler, logging.StreamHandler) else None
+    level = logger.log_level
+    with _environ({"POWERTOOLS_METRICS_DISABLED": "true"}):
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(_CurrentStderr())
+        logger.setLevel(os.environ.get("GUARDRAIL_REPLAY_LOG_LEVEL", "CRITICAL"))
+        try:
+            yield
+        finally:
+            logger.setLevel(level)
+            if isinstance(handler, logging.StreamHandler) and stream is not None:
+                handler.setStream(stream)
 
 
 def _documents(paths: list[Path]) -> Iterator[tuple[str, object]]:
@@ -343,14 +353,14 @@ def replay(
     slack_webhook: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run each event through the handler in order, in one environment; one result per event."""
-    _silence_telemetry()
     documents = list(_documents(paths))
     if use_aws:
         import boto3
 
-        with _environ(settings_env or {}):
+        with _quiet_telemetry(), _environ(settings_env or {}):
             return _run(documents, boto3.session.Session(), None, slack_webhook)
     with (
+        _quiet_telemetry(),
         EmbeddedAws(account=_first_account(documents)) as aws,
         _environ({**aws.settings_env, **(settings_env or {})}),
     ):
