@@ -49,7 +49,7 @@ $(CHECKOV_VENV)/.installed:
 
 setup: $(VENV)/.installed $(SAM_VENV)/.installed $(CHECKOV_VENV)/.installed
 
-demo: $(VENV)/.installed
+demo: setup
 	$(BIN)/guardrail demo
 
 test: setup lint typecheck template pytest
