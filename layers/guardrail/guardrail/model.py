@@ -115,10 +115,6 @@ class ApiCall:
     read_only: bool | None = None
     request_id: str | None = None
 
-    @property
-    def service(self) -> str:
-        return self.event_source.removesuffix(".amazonaws.com")
-
 
 @dataclass(frozen=True, slots=True)
 class Verdict:

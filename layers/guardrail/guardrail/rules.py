@@ -176,13 +176,6 @@ class Catalogue:
             return self.access_denied.rule
         raise KeyError(rule_id)
 
-    def sources(self) -> dict[str, list[str]]:
-        """Event names per event source, sorted: what the EventBridge patterns must route."""
-        result: dict[str, set[str]] = {}
-        for rule in self.rules:
-            result.setdefault(rule.source, set()).update(rule.names)
-        return {s: sorted(n) for s, n in sorted(result.items())}
-
 
 def _text(rule_id: str, entry: Mapping[str, Any], key: str) -> str:
     value = entry.get(key)
