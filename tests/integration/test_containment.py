@@ -418,3 +418,50 @@ def test_twenty_concurrent_invocations_give_one_incident_and_the_policy_names_it
     raced = [a for a in runtime.store.audit_trail(incident.id) if a["kind"] == "raced"]
     # Every invocation that wrote to IAM and lost the claim redid its writes under the winner's incident.
     assert len(iam_writes) == 1 + 2 * len(raced)
+
+
+def test_state_table_failing_after_the_iam_write_fails_the_invocation_and_the_retry_records_once(
+    make_responder: Any,
+) -> None:
+    """DynamoDB throttled or unavailable right after the agent was stopped: the agent stays stopped, the
+    invocation fails (Lambda retries it), and the retry records one incident and announces it."""
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+
+    responder = make_responder()
+    event = critical(event_id=fresh_id())
+    agent = responder.agent(event)
+    real = responder.runtime.aws.dynamodb
+
+    class ThrottledOnce:
+        def __init__(self) -> None:
+            self.failed = False
+            self.exceptions = real.exceptions
+
+        def transact_write_items(self, **kwargs: Any) -> Any:
+            if not self.failed:
+                self.failed = True
+                raise ClientError(
+                    {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}},
+                    "TransactWriteItems",
+                )
+            return real.transact_write_items(**kwargs)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+    responder.runtime.store._db = ThrottledOnce()  # type: ignore[assignment]
+    with pytest.raises(ClientError, match="ProvisionedThroughputExceeded"):
+        responder(event)
+    assert denied(lambda: agent.client("s3").list_buckets())  # stopped before the table was touched
+
+    summary = responder(event)  # Lambda's retry
+    assert summary["status"] == "contained"
+    (incident,) = responder.runtime.store.incidents()
+    assert incident.event_ids == [event["detail"]["eventID"]]
+    assert responder.writes("iam") == [
+        "PutRolePolicy",
+        "TagRole",
+        "PutRolePolicy",
+        "TagRole",
+    ]  # idempotent redo
+    assert responder(event)["status"] == "duplicate"
