@@ -264,3 +264,35 @@ def test_dry_run_description_carries_the_exact_policy() -> None:
     record = PutRoleDenyAll().describe(Target(TargetKind.ROLE, "AIAgentRole", "111122223333"), INCIDENT)
     assert record.details["dry_run"] is True
     assert record.details["policy"] == deny_all_document(INCIDENT)
+
+
+def test_lookup_retries_unprocessed_keys_and_fails_rather_than_guess() -> None:
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    import pytest  # noqa: PLC0415
+
+    from guardrail.incidents import IncidentStore, IncompleteReadError  # noqa: PLC0415
+
+    lock = {"pk": {"S": "PRINCIPAL#arn:aws:iam::111122223333:role/A"}, "sk": {"S": "OPEN"},
+            "incident_id": {"S": "GR-1"}, "status": {"S": "contained"}, "summary_at": {"N": "0"}}  # fmt: skip
+
+    class Throttled:
+        """Answers the first read with every key unprocessed, then (if allowed) with the lock."""
+
+        def __init__(self, give_up: bool) -> None:
+            self.calls, self.give_up = 0, give_up
+
+        def batch_get_item(self, RequestItems: Any) -> Any:  # noqa: N803  (boto3's argument name)
+            self.calls += 1
+            if self.give_up or self.calls == 1:
+                return {"Responses": {"t": []}, "UnprocessedKeys": RequestItems}
+            return {"Responses": {"t": [lock]}, "UnprocessedKeys": {}}
+
+    store = IncidentStore(Throttled(give_up=False), "t", lambda: datetime.now(UTC))  # type: ignore[arg-type]
+    found = store.lookup(["arn:aws:iam::111122223333:role/A"], "event-1")
+    assert found.open is not None
+    assert found.open.incident_id == "GR-1"
+    stubborn = Throttled(give_up=True)
+    with pytest.raises(IncompleteReadError, match="unread after 3 retries"):
+        IncidentStore(stubborn, "t", lambda: datetime.now(UTC)).lookup(["k"], "e")  # type: ignore[arg-type]
+    assert stubborn.calls == 4

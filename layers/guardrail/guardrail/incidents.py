@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -71,6 +72,13 @@ OPEN_STATUSES = frozenset(
         IncidentStatus.REPORTED,
     }
 )
+
+
+UNPROCESSED_RETRIES = 3
+
+
+class IncompleteReadError(GuardrailError):
+    """The state table would not return every key asked for (throttling): the event is retried."""
 
 
 class ReleaseError(GuardrailError):
@@ -280,12 +288,9 @@ class IncidentStore:
         """One consistent read: is the principal held by an open incident (the first of `keys` that is),
         and was this event handled already?"""
         wanted = [_lock_key(k) for k in keys] + [_event_key(event_id)]
-        response = self._db.batch_get_item(
-            RequestItems={self._table: {"Keys": wanted, "ConsistentRead": True}}
-        )
         locks: dict[str, dict[str, Any]] = {}
         seen_in, notified, failed_id = None, True, None
-        for raw in response.get("Responses", {}).get(self._table, []):
+        for raw in self._read_all(wanted):
             item = _from_item(raw)
             if item["pk"].startswith("EVENT#"):
                 seen_in, notified = item.get("incident_id"), bool(item.get("notified", True))
@@ -301,6 +306,23 @@ class IncidentStore:
                 )
                 return Lookup(held, seen_in, notified, failed_id)
         return Lookup(None, seen_in, notified, failed_id)
+
+    def _read_all(self, keys: list[Any]) -> list[dict[str, Any]]:
+        """BatchGetItem until every key is read. Under throttling DynamoDB returns some keys unprocessed;
+        taking an unread lock or event marker for absent would count or announce wrongly, so after a few
+        tries the read fails and Lambda retries the event."""
+        request: Any = {self._table: {"Keys": keys, "ConsistentRead": True}}
+        items: list[dict[str, Any]] = []
+        for attempt in range(UNPROCESSED_RETRIES + 1):
+            response = self._db.batch_get_item(RequestItems=request)
+            items.extend(response.get("Responses", {}).get(self._table, []))
+            request = response.get("UnprocessedKeys") or {}
+            if not request:
+                return items
+            time.sleep(0.05 * 2**attempt)
+        raise IncompleteReadError(
+            f"the state table left {len(request[self._table]['Keys'])} key(s) unread after {UNPROCESSED_RETRIES} retries"
+        )
 
     def _is_open(self, lock: dict[str, Any]) -> bool:
         if lock.get("status") not in OPEN_STATUSES:
