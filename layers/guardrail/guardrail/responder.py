@@ -236,7 +236,7 @@ def contain(verdict: Verdict, rt: Runtime, started: float) -> Outcome:
         # Record and announce, then fail the invocation so Lambda retries; neither may mask the failure.
         try:
             store.open(incident, call.event_id, "contain_failed", {"error": str(exc)})
-            publish(incident_message(verdict, "failed", incident, runbook_url=settings.runbook_url), rt)
+            _announce(verdict, incident, rt)
         except Exception:
             logger.exception("could not record or announce the failed containment")
         raise
@@ -252,7 +252,7 @@ def contain(verdict: Verdict, rt: Runtime, started: float) -> Outcome:
     }
     claim = store.open(incident, call.event_id, "contain", audit)
     if not claim.won:
-        return _lost_race(plan, claim.incident_id, claim.duplicate, verdict, rt)
+        return _lost_race(plan, claim, key, verdict, rt)
     metrics.add_metric(name="Contained", unit=MetricUnit.Count, value=1)
     if incident.containment_ms is not None:
         metrics.add_metric(
@@ -305,17 +305,38 @@ def incident_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _announce(
+    verdict: Verdict,
+    incident: Incident,
+    rt: Runtime,
+    *,
+    kind: str = "incident",
+    summary: dict[str, Any] | None = None,
+) -> None:
+    message = incident_message(
+        verdict,
+        incident.status.value,
+        incident,
+        kind=kind,
+        runbook_url=rt.settings.runbook_url,
+        summary=summary,
+    )
+    publish(message, rt)
+
+
+def _follow_winner(claim: Claim, key: str, verdict: Verdict, rt: Runtime) -> Outcome:
+    """Another invocation holds the principal: count this event into its incident, unless it is this very event."""
+    held = None if claim.duplicate else rt.store.open_for(key)
+    if held is None:
+        return Outcome(status="duplicate", verdict=verdict, incident_id=claim.incident_id)
+    return _join(held, verdict, rt)
+
+
 def _opened(claim: Claim, verdict: Verdict, incident: Incident, rt: Runtime) -> Outcome:
     """After a claim: announce a new incident, or count the event into the one that won."""
     if not claim.won:
-        if claim.duplicate:
-            return Outcome(status="duplicate", verdict=verdict, incident_id=claim.incident_id)
-        held = rt.store.open_for(incident.key)
-        if held is None:
-            return Outcome(status="duplicate", verdict=verdict, incident_id=claim.incident_id)
-        return _join(held, verdict, rt)
-    message = incident_message(verdict, incident.status.value, incident, runbook_url=rt.settings.runbook_url)
-    publish(message, rt)
+        return _follow_winner(claim, incident.key, verdict, rt)
+    _announce(verdict, incident, rt)
     rt.store.mark_notified(verdict.call.event_id)
     notes = (
         [incident.reason, *incident.manual_steps] if incident.status is IncidentStatus.NOT_CONTAINABLE else []
@@ -340,16 +361,9 @@ def _join(held: OpenIncident, verdict: Verdict, rt: Runtime) -> Outcome:
         incident = store.get(held.incident_id)
         if incident is not None:
             since = datetime.fromtimestamp(held.summary_at, UTC)
-            summary = incident.summary_since_last(rt.clock(), since)
-            message = incident_message(
-                verdict,
-                incident.status.value,
-                incident,
-                kind="update",
-                runbook_url=rt.settings.runbook_url,
-                summary=summary,
+            _announce(
+                verdict, incident, rt, kind="update", summary=incident.summary_since_last(rt.clock(), since)
             )
-            publish(message, rt)
             store.mark_summarized(incident)
     return Outcome(status="joined", verdict=verdict, incident_id=held.incident_id)
 
@@ -359,29 +373,21 @@ def _already_handled(incident_id: str, notified: bool, verdict: Verdict, rt: Run
     if not notified:
         incident = rt.store.get(incident_id)
         if incident is not None:
-            message = incident_message(
-                verdict, incident.status.value, incident, runbook_url=rt.settings.runbook_url
-            )
-            publish(message, rt)
+            _announce(verdict, incident, rt)
             rt.store.mark_notified(verdict.call.event_id)
             return Outcome(status="notified_on_retry", verdict=verdict, incident_id=incident_id)
     return Outcome(status="duplicate", verdict=verdict, incident_id=incident_id)
 
 
-def _lost_race(
-    plan: ContainmentPlan, winner_id: str, duplicate: bool, verdict: Verdict, rt: Runtime
-) -> Outcome:
+def _lost_race(plan: ContainmentPlan, claim: Claim, key: str, verdict: Verdict, rt: Runtime) -> Outcome:
     """Another invocation claimed the principal while we were writing to IAM. Our writes repeated
     its own; redo them under its incident so the role's policy and tags name the incident on record."""
-    winner = rt.store.get(winner_id)
+    winner = rt.store.get(claim.incident_id)
     iam = rt.iam_for(plan.target.account) if plan.target else None
     if winner is not None and winner.status is IncidentStatus.CONTAINED and iam is not None:
         apply_plan(plan, IncidentRef(winner.id, winner.opened_at), iam)
-    rt.store.record(winner_id, "raced", rt.identity().arn, {"event_id": verdict.call.event_id})
-    held = rt.store.open_for(plan.key or principal_key(verdict.call.principal))
-    if duplicate or held is None:
-        return Outcome(status="duplicate", verdict=verdict, incident_id=winner_id)
-    return _join(held, verdict, rt)
+    rt.store.record(claim.incident_id, "raced", rt.identity().arn, {"event_id": verdict.call.event_id})
+    return _follow_winner(claim, key, verdict, rt)
 
 
 def publish(message: dict[str, Any], rt: Runtime) -> str | None:
