@@ -207,3 +207,24 @@ def test_huge_attacker_chosen_values_still_fit_one_sns_message() -> None:
     assert len(payload["Message"].encode()) < 256 * 1024
     document = json.loads(json.loads(payload["Message"])["default"])
     assert document["event"]["target"].endswith("… (truncated)")
+
+
+def test_release_message_has_the_same_schema_as_the_incident_message() -> None:
+    from guardrail.incidents import IncidentStatus  # noqa: PLC0415
+    from guardrail.notify import release_message  # noqa: PLC0415
+
+    event = load_event("rules/rds.instance-deleted-without-final-snapshot.json")
+    first = message_for(event)
+    settings = Settings.from_env({})
+    verdict = classify(parse_event(event), settings)
+    incident = Incident(
+        id="GR-1", status=IncidentStatus.RELEASED, key="arn:aws:iam::111122223333:role/AIAgentRole",
+        principal_arn=verdict.call.principal.arn, account="111122223333", region="eu-west-1", opened_at=OPENED,
+        verdict=verdict.summary(), released_by="jane", release_reason="reviewed",
+    )  # fmt: skip
+    released = release_message(incident)
+    assert set(released) == set(first)
+    for section in ("principal", "event", "containment"):
+        assert set(released[section]) == set(first[section]), section
+    assert released["rules"] == first["rules"]
+    assert (released["status"], released["containment"]["status"]) == ("released", "released")

@@ -19,6 +19,7 @@ from guardrail.model import PrincipalKind, Verdict
 
 if TYPE_CHECKING:
     from guardrail.incidents import Incident
+    from guardrail.rules import Rule
 
 SCHEMA = "guardrail-responder/incident"
 VERSION = 1
@@ -139,6 +140,25 @@ def release_command(incident: Incident | None) -> str | None:
     return f'guardrail release --principal {incident.key} --reason "<what you found and fixed>"'
 
 
+def _rule_doc(rule: Rule) -> dict[str, str]:
+    return {"id": rule.id, "title": rule.title, "why": rule.why, "attack": rule.attack, "fix": rule.fix}
+
+
+def _containment_doc(incident: Incident, **changes: Any) -> dict[str, Any]:
+    document = {
+        "status": incident.status.value,
+        "actions": incident.actions,
+        "containment_ms": incident.containment_ms,
+        "manual_steps": incident.manual_steps,
+        "caveats": incident.caveats,
+        "error": incident.error,
+        "opened_at": incident.to_dict()["opened_at"],
+        "released_by": incident.released_by,
+        "release_reason": incident.release_reason,
+    }
+    return {**document, **changes}
+
+
 def incident_message(
     verdict: Verdict,
     status: str,
@@ -187,27 +207,12 @@ def incident_message(
             "agent_tool": agent_tool(call.user_agent),
             "target": _clipped(target_resource(call.request)),
         },
-        "rules": [
-            {"id": r.id, "title": r.title, "why": r.why, "attack": r.attack, "fix": r.fix}
-            for r in verdict.rules
-        ],
-        "containment": None,
+        "rules": [_rule_doc(r) for r in verdict.rules],
+        "containment": _containment_doc(incident) if incident is not None else None,
         "counts": {"events": incident.event_count if incident else 1},
         "links": console_links(verdict, runbook_url),
         "release_command": release_command(incident) if incident and status == "contained" else None,
     }
-    if incident is not None:
-        message["containment"] = {
-            "status": incident.status.value,
-            "actions": incident.actions,
-            "containment_ms": incident.containment_ms,
-            "manual_steps": incident.manual_steps,
-            "caveats": incident.caveats,
-            "error": incident.error,
-            "opened_at": incident.to_dict()["opened_at"],
-            "released_by": incident.released_by,
-            "release_reason": incident.release_reason,
-        }
     if summary is not None:
         message["counts"].update(summary)
     return message
@@ -225,9 +230,7 @@ def release_message(incident: Incident, runbook_url: str | None = None) -> dict[
             rule = catalogue.by_id(rule_id)
         except KeyError:
             continue
-        rules.append(
-            {"id": rule.id, "title": rule.title, "why": rule.why, "attack": rule.attack, "fix": rule.fix}
-        )
+        rules.append(_rule_doc(rule))
     name = incident.key.rsplit("/", 1)[-1] if "/" in incident.key else incident.key
     return {
         "schema": SCHEMA,
@@ -263,17 +266,14 @@ def release_message(incident: Incident, runbook_url: str | None = None) -> dict[
             "target": None,
         },
         "rules": rules,
-        "containment": {
-            "status": "released",
-            "actions": incident.release_actions,
-            "containment_ms": incident.containment_ms,
-            "manual_steps": [],
-            "caveats": [],
-            "error": None,
-            "opened_at": incident.to_dict()["opened_at"],
-            "released_by": incident.released_by,
-            "release_reason": incident.release_reason,
-        },
+        "containment": _containment_doc(
+            incident,
+            status="released",
+            actions=incident.release_actions,
+            manual_steps=[],
+            caveats=[],
+            error=None,
+        ),
         "counts": {"events": incident.event_count},
         "links": {"runbook": runbook_url} if runbook_url else {},
         "release_command": None,
