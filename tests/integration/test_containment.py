@@ -114,6 +114,12 @@ def test_fifty_copies_give_one_incident_and_one_set_of_iam_writes(responder: Res
     assert statuses.count("duplicate") == 25
     (incident,) = responder.runtime.store.incidents()
     assert incident.event_count == 25
+    # Both ways of finding the open incident know its lock (the lost-claim path joins through open_for).
+    key = f"arn:aws:iam::{ACCOUNT}:role/AIAgentRole"
+    held = responder.runtime.store.open_for(key)
+    assert held is not None
+    assert (held.key, held.incident_id) == (key, incident.id)
+    assert held == responder.runtime.store.lookup([key], "another-event").open
     assert sorted(incident.event_ids) == sorted(distinct)
 
 

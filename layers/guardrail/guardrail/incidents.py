@@ -206,8 +206,12 @@ class Incident:
 class OpenIncident:
     incident_id: str
     status: IncidentStatus
-    key: str = ""
-    summary_at: int = 0  # epoch seconds of the last message about it
+    key: str
+    summary_at: int  # epoch seconds of the last message about it
+
+    @classmethod
+    def from_lock(cls, key: str, lock: dict[str, Any]) -> OpenIncident:
+        return cls(lock["incident_id"], IncidentStatus(lock["status"]), key, int(lock.get("summary_at") or 0))
 
 
 @dataclass(frozen=True)
@@ -300,11 +304,7 @@ class IncidentStore:
                 failed_id = item.get("incident_id")
         for key in keys:
             if key in locks:
-                lock = locks[key]
-                held = OpenIncident(
-                    lock["incident_id"], IncidentStatus(lock["status"]), key, int(lock.get("summary_at") or 0)
-                )
-                return Lookup(held, seen_in, notified, failed_id)
+                return Lookup(OpenIncident.from_lock(key, locks[key]), seen_in, notified, failed_id)
         return Lookup(None, seen_in, notified, failed_id)
 
     def _read_all(self, keys: list[Any]) -> list[dict[str, Any]]:
@@ -336,9 +336,7 @@ class IncidentStore:
         if not item:
             return None
         lock = _from_item(item)
-        return (
-            OpenIncident(lock["incident_id"], IncidentStatus(lock["status"])) if self._is_open(lock) else None
-        )
+        return OpenIncident.from_lock(key, lock) if self._is_open(lock) else None
 
     def get(self, incident_id: str) -> Incident | None:
         response = self._db.get_item(TableName=self._table, Key=_meta_key(incident_id), ConsistentRead=True)
