@@ -21,7 +21,7 @@ HANDLE_IGNORED = f"""
 import json, sys
 sys.path.insert(0, {str(ROOT / "functions" / "responder")!r})
 import app
-event = json.load(open({str(ROOT / "events" / "benign" / "s3-create-bucket.json")!r}))
+event = json.load(open({str(ROOT / "events" / "benign" / "s3-list-buckets.json")!r}))
 class Context:
     function_name = "bench"; memory_limit_in_mb = 512; aws_request_id = "bench"
     invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:bench"

@@ -102,3 +102,24 @@ def denied(call: Any) -> bool:
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         return status in (401, 403)
     return False
+
+
+@pytest.fixture
+def atomic_dynamodb_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DynamoDB transactions are atomic and isolated; moto's are not under concurrency: it applies the items
+    one by one and, when one fails, restores a deep copy of the whole table taken at the start, wiping what
+    other threads wrote meanwhile. One reentrant lock over moto's writes gives back the semantics the
+    responder relies on (and that DynamoDB documents)."""
+    import threading  # noqa: PLC0415
+
+    from moto.dynamodb.models import DynamoDBBackend  # noqa: PLC0415
+
+    lock = threading.RLock()
+    for name in ("transact_write_items", "put_item", "update_item", "delete_item"):
+        original = getattr(DynamoDBBackend, name)
+
+        def serialised(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            with lock:
+                return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(DynamoDBBackend, name, serialised)

@@ -353,27 +353,6 @@ def test_incidents_command_lists_from_the_table(
     assert "is not contained" in capsys.readouterr().err
 
 
-@pytest.fixture
-def atomic_dynamodb_writes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """DynamoDB transactions are atomic and isolated; moto's are not under concurrency: it applies the items
-    one by one and, when one fails, restores a deep copy of the whole table taken at the start, wiping what
-    other threads wrote meanwhile. One reentrant lock over moto's writes gives back the semantics the
-    responder relies on (and that DynamoDB documents)."""
-    import threading  # noqa: PLC0415
-
-    from moto.dynamodb.models import DynamoDBBackend  # noqa: PLC0415
-
-    lock = threading.RLock()
-    for name in ("transact_write_items", "put_item", "update_item", "delete_item"):
-        original = getattr(DynamoDBBackend, name)
-
-        def serialised(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
-            with lock:
-                return _original(self, *args, **kwargs)
-
-        monkeypatch.setattr(DynamoDBBackend, name, serialised)
-
-
 @pytest.mark.usefixtures("atomic_dynamodb_writes")
 def test_twenty_concurrent_invocations_give_one_incident_and_the_policy_names_it(account: Any) -> None:
     """As concurrent Lambda invocations would: one runtime (container) each, all released at once."""

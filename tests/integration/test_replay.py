@@ -29,13 +29,13 @@ def test_demo_shows_three_outcomes(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_replay_json_reports_each_event_in_order(capsys: pytest.CaptureFixture[str]) -> None:
     paths = [
-        EVENTS / "benign" / "s3-create-bucket.json",
+        EVENTS / "benign" / "s3-list-buckets.json",
         EVENTS / "rules" / "kms.key-deletion-scheduled.json",
     ]
     assert main(["replay", "--json", *map(str, paths)]) == 0
     results = json.loads(capsys.readouterr().out)
     assert [r["decision"] for r in results] == ["ignore", "contain"]
-    assert results[0]["event_id"] == load_event("benign/s3-create-bucket.json")["detail"]["eventID"]
+    assert results[0]["event_id"] == load_event("benign/s3-list-buckets.json")["detail"]["eventID"]
     for result in results:
         assert {"event_id", "category", "severity", "decision", "calls", "error"} <= set(result)
         assert all({"service", "operation", "ms"} == set(c) for c in result["calls"])
@@ -76,7 +76,7 @@ def test_without_a_quarantine_queue_the_invocation_fails_so_lambda_keeps_the_eve
 
 def test_replay_reports_unreadable_files_without_stopping(tmp_path: Any) -> None:
     missing = tmp_path / "missing.json"
-    results = replay([missing, EVENTS / "benign" / "s3-create-bucket.json"])
+    results = replay([missing, EVENTS / "benign" / "s3-list-buckets.json"])
     assert results[0]["error"]
     assert "missing.json" in results[0]["error"]
     assert results[1]["decision"] == "ignore"
@@ -99,7 +99,7 @@ def test_replay_aws_uses_the_configured_endpoint_and_settings(
         (result,) = json.loads(capsys.readouterr().out)
         assert (result["decision"], result["status"]) == ("contain", "dry_run")
         assert result["verified"] is None  # no agent session to try with: nothing claimed
-        assert [c["operation"] for c in result["calls"]][:2] == ["GetCallerIdentity", "BatchGetItem"]
+        assert [c["operation"] for c in result["calls"]][:2] == ["BatchGetItem", "GetCallerIdentity"]
         assert not [c for c in result["calls"] if c["service"] == "iam"]  # dry run: never an IAM write
         store = boto3.client("dynamodb").scan(TableName="guardrail-state")["Items"]
         assert any(i["sk"]["S"] == "META" and i["status"]["S"] == "dry_run" for i in store)
@@ -109,6 +109,6 @@ def test_replay_gives_the_process_its_logger_back() -> None:
     from guardrail.telemetry import logger  # noqa: PLC0415
 
     before = logger.log_level
-    replay([EVENTS / "benign" / "s3-create-bucket.json"])
+    replay([EVENTS / "benign" / "s3-list-buckets.json"])
     assert logger.log_level == before
     assert os.environ.get("POWERTOOLS_METRICS_DISABLED") == "true"  # the test session's own setting, kept

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from moto import mock_aws
 
+from guardrail.model import Category
 from guardrail.patterns import PATTERN_SIZE_LIMIT, _compact, all_patterns
 from guardrail.rules import default_catalogue
 from tests.conftest import EVENTS, ROOT
@@ -80,14 +81,14 @@ def _samples(folder: str) -> list[Path]:
     return sorted((EVENTS / folder).glob("*.json"))
 
 
-def _flagged(event: dict[str, Any]) -> bool:
-    """What the classifier reports (anything but benign): the routing must carry every one of these."""
+def _category(event: dict[str, Any]) -> Category:
+    """What the classifier makes of it (anything but benign must be routed), with the default settings:
+    production, the strictest environment."""
     from guardrail.classifier import classify  # noqa: PLC0415
     from guardrail.cloudtrail import parse_event  # noqa: PLC0415
-    from guardrail.model import Category  # noqa: PLC0415
     from guardrail.settings import Settings  # noqa: PLC0415
 
-    return classify(parse_event(event), Settings.from_env({})).category is not Category.BENIGN
+    return classify(parse_event(event), Settings.from_env({})).category
 
 
 def _router(patterns: dict[str, dict[str, Any]]) -> Any:
@@ -129,23 +130,40 @@ def _routed_by_name(event: dict[str, Any]) -> bool:
 
 @mock_aws
 def test_every_flagged_sample_is_routed_and_no_benign_one_is(template: dict[str, Any]) -> None:
-    routed = _router(_rule_patterns(template))  # the template's own patterns, as deployed
-    benign_not_routed = 0
+    from guardrail.patterns import OPTIONAL_RULES  # noqa: PLC0415
+
+    patterns = _rule_patterns(template)  # the template's own patterns, as deployed
+    routed = _router({n: p for n, p in patterns.items() if n not in OPTIONAL_RULES})  # on by default
+    routed_writes = _router({"AgentWrites": patterns["AgentWrites"]})  # on with RouteAgentWrites
+    benign_not_routed = writes = 0
     for path in sorted(EVENTS.rglob("*.json")):
         event = json.loads(path.read_text())
         where = path.relative_to(EVENTS)
-        if _flagged(event):
+        category = _category(event)
+        if category is Category.WRITE:
+            # Writes no rule flags reach the responder only through the optional AgentWrites route.
+            assert routed_writes(event), f"{where}: an agent's write, not routed by AgentWrites"
+            writes += 1
+            # and the default routes carry it only where the generator routes that call by name
+            assert routed(event) is _routed_by_name(event), f"{where}: routing does not follow the request"
+            benign_not_routed += not _routed_by_name(event)
+        elif category is not Category.BENIGN:
             assert routed(event), f"{where}: flagged by the classifier but never routed"
         elif path.parent.name == "benign":
             # A benign call is routed only where the generator routes that call by name on purpose.
             assert routed(event) is _routed_by_name(event), f"{where}: routing does not follow the request"
             benign_not_routed += not _routed_by_name(event)
     assert benign_not_routed >= 5  # routine creates, deploys, versioning on, protection on
+    assert writes >= 5
+    read = json.loads((EVENTS / "benign" / "s3-list-buckets.json").read_text())
+    assert not routed_writes(read), "AgentWrites routes writes only"
 
 
 @mock_aws
 def test_parameter_level_routing_follows_the_request(template: dict[str, Any]) -> None:
-    routed = _router(_rule_patterns(template))
+    from guardrail.patterns import OPTIONAL_RULES  # noqa: PLC0415
+
+    routed = _router({n: p for n, p in _rule_patterns(template).items() if n not in OPTIONAL_RULES})
     event = json.loads((EVENTS / "rules" / "s3.versioning-suspended.json").read_text())
     assert routed(event)
     for status, expected in (("Enabled", False), ("suspended", True), ("Disabled", True)):
@@ -204,13 +222,26 @@ def test_table_permissions_are_exactly_what_the_store_declares(template: dict[st
     assert _allowed(template, "ReleaseFunction", "dynamodb:") == set(RELEASE_TABLE_PERMISSIONS)
 
 
+def test_lookup_permissions_are_exactly_what_the_lookups_declare(template: dict[str, Any]) -> None:
+    from guardrail.lifecycle import LIFECYCLE_PERMISSIONS  # noqa: PLC0415
+
+    assert _allowed(template, "ResponderFunction", "ec2:") == set(LIFECYCLE_PERMISSIONS)
+    assert _allowed(template, "ReleaseFunction", "ec2:") == set()
+
+
 @pytest.mark.parametrize("function", ["ResponderFunction", "ReleaseFunction", "SlackNotifierFunction"])
 def test_no_write_on_every_resource_and_iam_writes_only_on_agents(
     template: dict[str, Any], function: str
 ) -> None:
+    from guardrail.lifecycle import LIFECYCLE_PERMISSIONS  # noqa: PLC0415
+
     for statement in _statements(template, function):
-        assert statement["Resource"] != "*", f"{function}: {statement.get('Sid')} grants on every resource"
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        if statement["Resource"] == "*":
+            # Only the lookups, which are reads without resource-level permissions.
+            assert set(actions) <= set(LIFECYCLE_PERMISSIONS), (
+                f"{function}: {statement.get('Sid')} on every resource"
+            )
         if statement["Effect"] == "Allow" and any(a.startswith("iam:") for a in actions):
             # Role and user ARNs built from the agent name parameters, nothing else.
             rendered = json.dumps(statement["Resource"])
@@ -324,7 +355,7 @@ def test_forwarder_carries_global_service_samples_and_nothing_regional() -> None
         for message in received:
             sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
         is_global = event["detail"]["eventSource"] in GLOBAL_SOURCES
-        if is_global and _flagged(event):
+        if is_global and _category(event) is not Category.BENIGN:
             assert received, path.name
         if not is_global:
             assert not received, path.name

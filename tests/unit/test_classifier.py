@@ -18,9 +18,14 @@ def verdict_of(relative: str, settings: Settings | None = None, **kwargs: Any) -
     return classify(parse_event(load_event(relative)), settings or Settings.from_env({}), **kwargs)
 
 
+STAGING = Settings.from_env({"GUARDRAIL_ACCOUNT_ENVIRONMENTS": '{"111122223333": "staging"}'})
+# The policies of the catalogue-only days: every category decided by GUARDRAIL_NOTIFY_AT / CONTAIN_AT.
+BY_SEVERITY = '{"production": {"decide": {}, "writes": null}}'
+
+
 @pytest.mark.parametrize("path", sorted(p.name for p in (EVENTS / "benign").glob("*.json")))
-def test_benign_samples_are_ignored(path: str) -> None:
-    verdict = verdict_of(f"benign/{path}")
+def test_benign_samples_are_ignored_where_writes_are_not_watched(path: str) -> None:
+    verdict = verdict_of(f"benign/{path}", STAGING)
     assert (verdict.category, verdict.severity, verdict.decision) == (
         Category.BENIGN,
         Severity.INFO,
@@ -29,13 +34,33 @@ def test_benign_samples_are_ignored(path: str) -> None:
     assert verdict.rule_ids == []
 
 
+@pytest.mark.parametrize("path", sorted(p.name for p in (EVENTS / "benign").glob("*.json")))
+def test_in_production_an_agent_write_is_high_and_a_read_is_ignored(path: str) -> None:
+    verdict = verdict_of(f"benign/{path}")
+    if verdict.call.read_only:
+        assert (verdict.category, verdict.decision) == (Category.BENIGN, Decision.IGNORE)
+    else:
+        assert (verdict.category, verdict.severity, verdict.decision) == (
+            Category.WRITE,
+            Severity.HIGH,
+            Decision.CONTAIN,
+        )
+        assert "a successful write by an agent in production" in verdict.reason
+
+
 def test_critical_agent_call_is_contained() -> None:
     verdict = verdict_of("rules/rds.instance-deleted-without-final-snapshot.json")
     assert verdict.decision is Decision.CONTAIN
     assert verdict.is_agent
     assert not verdict.is_protected
     assert verdict.rule_ids == ["rds.instance-deleted-without-final-snapshot", "rds.instance-deleted"]
-    assert "GUARDRAIL_CONTAIN_AT=high" in verdict.reason
+    assert "destructive call by an agent contains in production" in verdict.reason
+    by_severity = verdict_of(
+        "rules/rds.instance-deleted-without-final-snapshot.json",
+        Settings.from_env({"GUARDRAIL_ENVIRONMENT_POLICIES": BY_SEVERITY}),
+    )
+    assert by_severity.decision is Decision.CONTAIN
+    assert "GUARDRAIL_CONTAIN_AT=high" in by_severity.reason
 
 
 def test_denied_attempt_at_a_flagged_call_is_reported_not_contained() -> None:
@@ -146,21 +171,47 @@ def test_identity_center_role_is_recognised() -> None:
     ],
 )
 def test_thresholds(contain_at: str, notify_at: str, expected: Decision) -> None:
-    settings = Settings.from_env({"GUARDRAIL_CONTAIN_AT": contain_at, "GUARDRAIL_NOTIFY_AT": notify_at})
+    settings = Settings.from_env(
+        {
+            "GUARDRAIL_CONTAIN_AT": contain_at,
+            "GUARDRAIL_NOTIFY_AT": notify_at,
+            "GUARDRAIL_ENVIRONMENT_POLICIES": BY_SEVERITY,
+        }
+    )
     assert verdict_of("rules/s3.bucket-deleted.json", settings).decision is expected  # a high-severity call
 
 
-def test_ephemeral_resources_are_one_step_lower() -> None:
-    ephemeral = verdict_of("rules/s3.bucket-deleted.json", lifecycle=lambda _call: True)
-    assert ephemeral.severity is Severity.MEDIUM
-    assert ephemeral.decision is Decision.NOTIFY
-    assert "Lifecycle=ephemeral" in ephemeral.reason
-    unknown = verdict_of("rules/s3.bucket-deleted.json", lifecycle=lambda _call: None)
-    assert unknown.severity is Severity.HIGH
-    assert "could not be known" in unknown.reason
+def test_ephemeral_deletes_follow_the_environment() -> None:
+    development = Settings.from_env({"GUARDRAIL_ACCOUNT_ENVIRONMENTS": '{"111122223333": "development"}'})
+    allowed = verdict_of("rules/s3.bucket-deleted.json", development, lifecycle=lambda _call: True)
+    assert allowed.decision is Decision.IGNORE
+    assert "agents may delete ephemeral resources in development" in allowed.reason
+    # Not ephemeral, or not knowable: reported in development, and the reason says which.
+    kept = verdict_of("rules/s3.bucket-deleted.json", development, lifecycle=lambda _call: False)
+    assert (kept.severity, kept.decision) == (Severity.HIGH, Decision.NOTIFY)
+    unknown = verdict_of("rules/s3.bucket-deleted.json", development, lifecycle=lambda _call: None)
+    assert (unknown.severity, unknown.decision) == (Severity.HIGH, Decision.NOTIFY)
+    assert "could not be known; treated as not ephemeral" in unknown.reason
+    no_lookup = verdict_of("rules/s3.bucket-deleted.json", development)
+    assert "could not be known" in no_lookup.reason
+
+    lower = Settings.from_env(
+        {"GUARDRAIL_ENVIRONMENT_POLICIES": '{"production": {"ephemeral": "lower", "decide": {}}}'}
+    )
+    lowered = verdict_of("rules/s3.bucket-deleted.json", lower, lifecycle=lambda _call: True)
+    assert (lowered.severity, lowered.decision) == (Severity.MEDIUM, Decision.NOTIFY)
+    assert "Lifecycle=ephemeral, so severity is lowered one step" in lowered.reason
     # Tampering is never discounted: retagging is how a resource becomes "ephemeral".
-    tampering = verdict_of("rules/ec2.lifecycle-tag-changed.json", lifecycle=lambda _call: True)
+    tampering = verdict_of("rules/ec2.lifecycle-tag-changed.json", lower, lifecycle=lambda _call: True)
     assert tampering.severity is Severity.HIGH
+
+
+def test_production_never_looks_at_the_lifecycle_tag() -> None:
+    asked: list[object] = []
+    verdict = verdict_of("rules/s3.bucket-deleted.json", lifecycle=lambda call: asked.append(call) or True)
+    assert asked == []
+    assert verdict.decision is Decision.CONTAIN
+    assert "a Lifecycle tag is not considered in production" in verdict.reason
 
 
 def test_environment_comes_from_the_account_and_defaults_to_production() -> None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     import boto3
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_iam import IAMClient
     from mypy_boto3_sns import SNSClient
     from mypy_boto3_sqs import SQSClient
@@ -23,6 +24,14 @@ def _config() -> Any:
     return Config(retries={"mode": "adaptive", "max_attempts": 8}, connect_timeout=2, read_timeout=5)
 
 
+def _lookup_config() -> Any:
+    from botocore.config import Config
+
+    # Lookups only refine a decision; a slow one must not hold up a containment, and failing means
+    # "cannot be known", which is decided against the agent anyway.
+    return Config(retries={"mode": "standard", "max_attempts": 2}, connect_timeout=1, read_timeout=2)
+
+
 @dataclass
 class AwsClients:
     """The clients the responder uses, each built on first use from one boto3 session."""
@@ -31,19 +40,25 @@ class AwsClients:
     _cache: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def _client(self, service: str) -> Any:
-        client = self._cache.get(service)
+    def _client(self, service: str, region: str | None = None) -> Any:
+        name = f"{service}@{region}" if region else service
+        client = self._cache.get(name)
         if client is None:
             with self._lock:
-                client = self._cache.get(service)
+                client = self._cache.get(name)
                 if client is None:
                     if self.session is None:
                         import boto3
 
                         self.session = boto3.session.Session()
-                    client = self.session.client(service, config=_config())  # type: ignore[call-overload]
-                    self._cache[service] = client
+                    config = _lookup_config() if region else _config()
+                    client = self.session.client(service, region_name=region, config=config)  # type: ignore[call-overload]
+                    self._cache[name] = client
         return client
+
+    def ec2_in(self, region: str) -> EC2Client:
+        """EC2 in one region, for lookups (short timeouts): events come from every region."""
+        return self._client("ec2", region)  # type: ignore[no-any-return]
 
     @property
     def iam(self) -> IAMClient:

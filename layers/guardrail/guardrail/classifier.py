@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from guardrail.environments import CategoryDecision, Ephemeral, Policy, ThresholdHit
 from guardrail.model import ApiCall, Category, Decision, PrincipalKind, Severity, Verdict
 from guardrail.rules import Catalogue, Rule, default_catalogue
 
@@ -27,40 +29,48 @@ def classify(
     catalogue: Catalogue | None = None,
     lifecycle: LifecycleLookup | None = None,
 ) -> Verdict:
+    """The catalogue says what the call is and how severe it is anywhere; the policy of the account's
+    environment says what to do about it when an agent made it."""
     catalogue = catalogue or default_catalogue()
     principal = call.principal
     environment = settings.environment_of(call.account)
+    policy = settings.policies[environment]
     arns = principal.arns
     is_agent = settings.agent_principals.matches(*arns)
     is_protected = is_agent and settings.protected_principals.matches(*arns)
     matched = catalogue.matching(call)
     notes: list[str] = []
+    ephemeral_allowed = False
 
     category: Category
     severity: Severity
     rules: tuple[Rule, ...]
     if catalogue.is_access_denied(call.error_code):
-        policy = catalogue.access_denied
-        rules = (policy.rule, *matched)
+        policy_denied = catalogue.access_denied
+        rules = (policy_denied.rule, *matched)
         category = Category.ACCESS_DENIED
         if matched:
-            severity = policy.attempted_severity
+            severity = policy_denied.attempted_severity
             notes.append(f"refused attempt at: {matched[0].title} ({matched[0].id})")
         else:
-            severity = policy.rule.severity
+            severity = policy_denied.rule.severity
     elif matched:
         top = matched[0]
         rules, category, severity = matched, top.category, top.severity
         if call.error_code:
             severity = severity.lowered()
             notes.append(f"the call failed ({call.error_code}), so severity is lowered one step")
-        if category is Category.DESTRUCTIVE and lifecycle is not None:
-            ephemeral = lifecycle(call)
-            if ephemeral:
-                severity = severity.lowered()
-                notes.append("the resource is tagged Lifecycle=ephemeral, so severity is lowered one step")
-            elif ephemeral is None:
-                notes.append("the resource's Lifecycle tag could not be known; treated as not ephemeral")
+        if category is Category.DESTRUCTIVE and is_agent:
+            ephemeral_allowed, severity = _lifecycle(call, policy, severity, lifecycle, notes)
+    elif (
+        is_agent
+        and policy.writes is not None
+        and call.read_only is False
+        and not call.error_code
+        and principal.kind is not PrincipalKind.ROOT
+    ):
+        rules, category, severity = (), Category.WRITE, policy.writes
+        notes.append(f"a successful write by an agent in {environment}, where agents are read-only")
     else:
         rules, category, severity = (), Category.BENIGN, Severity.INFO
 
@@ -71,7 +81,20 @@ def classify(
         severity = Severity.CRITICAL
         notes.append(ROOT_NOTE)
 
-    decision, reason = _decide(category, severity, is_agent, is_protected, principal.kind, settings)
+    decision, reason = _decide(
+        _Facts(
+            category,
+            severity,
+            is_agent,
+            is_protected,
+            principal.kind,
+            bool(call.error_code),
+            ephemeral_allowed,
+        ),
+        rules,
+        policy,
+        settings,
+    )
     if rules:
         reason = f"{rules[0].title}: {reason}"
     if notes:
@@ -90,19 +113,49 @@ def classify(
     )
 
 
+def _lifecycle(
+    call: ApiCall, policy: Policy, severity: Severity, lifecycle: LifecycleLookup | None, notes: list[str]
+) -> tuple[bool, Severity]:
+    """Whether deleting this resource is allowed as ephemeral, and the severity after the Lifecycle tag."""
+    if policy.ephemeral is Ephemeral.NONE:
+        notes.append(f"a Lifecycle tag is not considered in {policy.environment}")
+        return False, severity
+    ephemeral = lifecycle(call) if lifecycle is not None else None
+    if ephemeral is None:
+        notes.append("the resource's Lifecycle tag could not be known; treated as not ephemeral")
+        return False, severity
+    if not ephemeral:
+        return False, severity
+    if policy.ephemeral is Ephemeral.ALLOW:
+        notes.append(
+            f"the resource is tagged Lifecycle=ephemeral, which agents may delete in {policy.environment}"
+        )
+        return True, severity
+    notes.append("the resource is tagged Lifecycle=ephemeral, so severity is lowered one step")
+    return False, severity.lowered()
+
+
+@dataclass(frozen=True, slots=True)
+class _Facts:
+    category: Category
+    severity: Severity
+    is_agent: bool
+    is_protected: bool
+    kind: PrincipalKind
+    failed: bool
+    ephemeral_allowed: bool
+
+
 def _decide(
-    category: Category,
-    severity: Severity,
-    is_agent: bool,
-    is_protected: bool,
-    kind: PrincipalKind,
-    settings: Settings,
+    facts: _Facts, rules: tuple[Rule, ...], policy: Policy, settings: Settings
 ) -> tuple[Decision, str]:
-    if kind is PrincipalKind.ROOT:
+    category, severity, env = facts.category, facts.severity, policy.environment
+    what = category.value.replace("_", " ")
+    if facts.kind is PrincipalKind.ROOT:
         return Decision.NOTIFY, "root user activity is always reported; IAM cannot contain root"
     if category is Category.BENIGN:
         return Decision.IGNORE, "no rule matches this call"
-    if not is_agent:
+    if not facts.is_agent:
         if severity.at_least(settings.notify_others_at):
             return Decision.NOTIFY, (
                 f"{severity} call by a principal that is not a watched agent: reported, never contained"
@@ -110,16 +163,66 @@ def _decide(
         return Decision.IGNORE, (
             f"not a watched agent, and {severity} is below GUARDRAIL_NOTIFY_OTHERS_AT={settings.notify_others_at}"
         )
+    rule = policy.rule_for(category)
+    choice = rule.failed if facts.failed else rule.decision
+    by_rule = next(
+        (r.id for r in rules if category is not Category.ACCESS_DENIED and policy.contains_rule(r.id)), None
+    )
+    if by_rule is not None:
+        return _contain(facts, f"{by_rule} always contains an agent in {env}")
+    if facts.ephemeral_allowed:
+        return Decision.IGNORE, f"agents may delete ephemeral resources in {env}"
+    if choice is CategoryDecision.CONTAIN:
+        outcome = "a failed " if facts.failed else ""
+        return _contain(facts, f"{outcome}{what} call by an agent contains in {env}")
+    if choice is CategoryDecision.NOTIFY:
+        return Decision.NOTIFY, f"{what} by an agent is reported, never contained, in {env}"
+    if choice is CategoryDecision.IGNORE:
+        return Decision.IGNORE, f"agents may do this in {env}"
     if severity.at_least(settings.contain_at):
-        if is_protected:
-            return (
-                Decision.NOTIFY,
-                "matches GUARDRAIL_PROTECTED_PRINCIPALS, so it is reported, never contained",
-            )
-        return (
-            Decision.CONTAIN,
-            f"agent call at {severity}, at or above GUARDRAIL_CONTAIN_AT={settings.contain_at}",
+        return _contain(
+            facts, f"agent call at {severity}, at or above GUARDRAIL_CONTAIN_AT={settings.contain_at}"
         )
     if severity.at_least(settings.notify_at):
         return Decision.NOTIFY, f"agent call at {severity}, below GUARDRAIL_CONTAIN_AT={settings.contain_at}"
     return Decision.IGNORE, f"agent call at {severity}, below GUARDRAIL_NOTIFY_AT={settings.notify_at}"
+
+
+def _contain(facts: _Facts, why: str) -> tuple[Decision, str]:
+    if facts.is_protected:
+        return (
+            Decision.NOTIFY,
+            f"{why}, but it matches GUARDRAIL_PROTECTED_PRINCIPALS: reported, never contained",
+        )
+    return Decision.CONTAIN, why
+
+
+def escalate(verdict: Verdict, hits: tuple[ThresholdHit, ...]) -> Verdict:
+    """Raise a verdict for the windows it reached: the severity and decision of the strongest threshold,
+    the thresholds and counts in the reason. Pure; the counts come from the state table."""
+    if not hits or not verdict.is_agent:
+        return verdict
+    severity = max((h.threshold.severity for h in hits), key=lambda s: s.rank)
+    severity = severity if severity.rank > verdict.severity.rank else verdict.severity
+    wanted = (
+        Decision.CONTAIN if any(h.threshold.decision is Decision.CONTAIN for h in hits) else Decision.NOTIFY
+    )
+    fired = "; ".join(h.describe() for h in hits)
+    if wanted is Decision.CONTAIN and verdict.is_protected:
+        wanted, why = (
+            Decision.NOTIFY,
+            f"{fired}: matches GUARDRAIL_PROTECTED_PRINCIPALS, reported, never contained",
+        )
+    else:
+        why = f"{fired}: {wanted} in {verdict.environment}"
+    decision = wanted if _DECISION_RANK[wanted] > _DECISION_RANK[verdict.decision] else verdict.decision
+    return replace(
+        verdict,
+        severity=severity,
+        decision=decision,
+        reason=f"{why}. This event: {verdict.reason}",
+        thresholds=hits,
+    )
+
+
+_DECISION_RANK = {Decision.IGNORE: 0, Decision.NOTIFY: 1, Decision.CONTAIN: 2}

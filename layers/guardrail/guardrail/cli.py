@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from guardrail.rules import Catalogue
 
 DEMO_EVENTS = (
-    ("A routine call: an agent creates a bucket", "events/benign/s3-create-bucket.json"),
+    ("A routine read: an agent lists its buckets", "events/benign/s3-list-buckets.json"),
     (
         "A guardrail holds: the agent is refused a bucket deletion",
         "events/access-denied/s3-delete-bucket-denied.json",

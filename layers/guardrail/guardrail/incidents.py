@@ -6,6 +6,9 @@ Items (one table, keys pk/sk, TTL attribute expires_at):
   INCIDENT#<id>                / AUDIT#<time>#<kind>   one record per containment, failure, release
   EVENT#<CloudTrail eventID>   / EVENT          an event already handled (kept 24 h: Lambda retries
                                                 throttled asynchronous events for up to 6 h)
+  WINDOW#<principal key>       / M#<epoch minute>   the principal's counts for that minute: access_denied,
+                                                destructive (ADD), resources, services (string sets, capped);
+                                                expires with the longest window
 
 Every claim is a conditional write inside one transaction with the incident and its audit record, so a
 race between concurrent invocations has exactly one winner and nothing is half-written.
@@ -22,7 +25,9 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from guardrail.environments import MAX_DISTINCT
 from guardrail.errors import GuardrailError
+from guardrail.windows import Bucket, Tally
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -35,6 +40,7 @@ INCIDENT_WINDOW = timedelta(hours=1)
 EVENT_IDS_CAP = 100  # ids kept on an incident; every event is still counted
 # Later events of an open incident are summarised at most this often (SNS, and so email and Slack).
 SUMMARY_INTERVAL = timedelta(seconds=60)
+WINDOW_TTL_SLACK_MINUTES = 10  # window buckets outlive their longest window by this much
 
 
 # What each side needs of the table (transactions need the per-item permissions of what they contain).
@@ -51,6 +57,7 @@ RELEASE_TABLE_PERMISSIONS = (
     "dynamodb:UpdateItem",
     "dynamodb:DeleteItem",
     "dynamodb:ConditionCheckItem",
+    "dynamodb:Query",  # the released principal's window buckets, to forget them
 )
 
 
@@ -216,10 +223,17 @@ class OpenIncident:
 
 @dataclass(frozen=True)
 class Lookup:
-    open: OpenIncident | None
-    seen_in: str | None  # the incident an already-handled event belongs to
+    held: dict[str, OpenIncident]  # the keys asked about that an open incident holds
+    seen: bool = False  # this event was handled already (a redelivery or a retry)
+    seen_in: str | None = None  # the incident it belongs to, if it joined or opened one
     notified: bool = True  # False: the event was recorded but its notification did not go out
     failed_id: str | None = None  # a failed containment of this principal: its retry reuses the incident
+    window: dict[int, Bucket] = field(default_factory=dict)  # the principal's minute buckets, if asked
+
+    @property
+    def open(self) -> OpenIncident | None:
+        """The first key asked about that an open incident holds."""
+        return next(iter(self.held.values()), None)
 
 
 @dataclass(frozen=True)
@@ -274,6 +288,19 @@ def _event_key(event_id: str) -> dict[str, Any]:
     return {"pk": {"S": f"EVENT#{event_id}"}, "sk": {"S": "EVENT"}}
 
 
+def _window_key(key: str, minute: int) -> dict[str, Any]:
+    return {"pk": {"S": f"WINDOW#{key}"}, "sk": {"S": f"M#{minute}"}}
+
+
+def _bucket(item: dict[str, Any]) -> Bucket:
+    return Bucket(
+        access_denied=int(item.get("access_denied") or 0),
+        destructive=int(item.get("destructive") or 0),
+        resources=frozenset(item.get("resources") or ()),
+        services=frozenset(item.get("services") or ()),
+    )
+
+
 def _cancellation_codes(exc: Exception) -> list[dict[str, Any]]:
     return list(getattr(exc, "response", {}).get("CancellationReasons") or [])
 
@@ -288,24 +315,36 @@ class IncidentStore:
 
     # --- reads ---------------------------------------------------------------------------------------
 
-    def lookup(self, keys: list[str], event_id: str) -> Lookup:
-        """One consistent read: is the principal held by an open incident (the first of `keys` that is),
-        and was this event handled already?"""
+    def lookup(self, keys: list[str], event_id: str, tally: Tally | None = None) -> Lookup:
+        """One consistent read: which of `keys` an open incident holds, whether this event was handled
+        already, and (given a tally) the principal's window buckets."""
         wanted = [_lock_key(k) for k in keys] + [_event_key(event_id)]
+        if tally is not None:
+            wanted += [_window_key(tally.key, m) for m in tally.minutes]
         locks: dict[str, dict[str, Any]] = {}
-        seen_in, notified, failed_id = None, True, None
+        seen, seen_in, notified, failed_id = False, None, True, None
+        window: dict[int, Bucket] = {}
         for raw in self._read_all(wanted):
             item = _from_item(raw)
-            if item["pk"].startswith("EVENT#"):
-                seen_in, notified = item.get("incident_id"), bool(item.get("notified", True))
+            pk = item["pk"]
+            if pk.startswith("EVENT#"):
+                seen, seen_in, notified = True, item.get("incident_id"), bool(item.get("notified", True))
+            elif pk.startswith("WINDOW#"):
+                window[int(item["sk"].removeprefix("M#"))] = _bucket(item)
             elif self._is_open(item):
-                locks[item["pk"].removeprefix("PRINCIPAL#")] = item
+                locks[pk.removeprefix("PRINCIPAL#")] = item
             elif item.get("status") == IncidentStatus.FAILED.value:
                 failed_id = item.get("incident_id")
-        for key in keys:
-            if key in locks:
-                return Lookup(OpenIncident.from_lock(key, locks[key]), seen_in, notified, failed_id)
-        return Lookup(None, seen_in, notified, failed_id)
+        held = {k: OpenIncident.from_lock(k, locks[k]) for k in keys if k in locks}
+        return Lookup(held, seen, seen_in, notified, failed_id, window)
+
+    def window(self, tally: Tally) -> dict[int, Bucket]:
+        """The principal's minute buckets, read again after this event's counts were written."""
+        buckets: dict[int, Bucket] = {}
+        for raw in self._read_all([_window_key(tally.key, m) for m in tally.minutes]):
+            item = _from_item(raw)
+            buckets[int(item["sk"].removeprefix("M#"))] = _bucket(item)
+        return buckets
 
     def _read_all(self, keys: list[Any]) -> list[dict[str, Any]]:
         """BatchGetItem until every key is read. Under throttling DynamoDB returns some keys unprocessed;
@@ -389,10 +428,22 @@ class IncidentStore:
             }
         }
 
-    def open(self, incident: Incident, event_id: str, audit_kind: str, audit: dict[str, Any]) -> Claim:
-        """Claim the principal for this incident, write it and its audit record, and mark the event handled.
+    def open(
+        self,
+        incident: Incident,
+        event_id: str,
+        audit_kind: str,
+        audit: dict[str, Any],
+        *,
+        tally: Tally | None = None,
+        bucket: Bucket | None = None,
+        mark_event: bool = True,
+    ) -> Claim:
+        """Claim the principal for this incident, write it and its audit record, mark the event handled
+        and count it in its windows.
 
         A failed containment is recorded without marking the event, so Lambda's retry contains again.
+        `mark_event=False`: the event was already marked and counted (a window it had filled is acted on).
         """
         now = self._clock()
         lock: dict[str, Any] = {
@@ -430,8 +481,22 @@ class IncidentStore:
             },
             self._audit(incident.id, audit_kind, incident.responder, audit),
         ]
-        if incident.status is not IncidentStatus.FAILED:
+        if incident.status is not IncidentStatus.FAILED and mark_event:
             items.append(self._marker(event_id, incident.id, notified=False))
+            if tally is not None:
+                items.append(self._count(tally, bucket))
+        elif incident.status is not IncidentStatus.FAILED:
+            # Marked and counted before: point the marker here, so a retry announces what this records.
+            items.append(
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": _event_key(event_id),
+                        "UpdateExpression": "SET incident_id = :id, notified = :no",
+                        "ExpressionAttributeValues": {":id": {"S": incident.id}, ":no": {"BOOL": False}},
+                    }
+                }
+            )
         try:
             self._db.transact_write_items(TransactItems=items)
         except self._db.exceptions.TransactionCanceledException as exc:
@@ -445,7 +510,59 @@ class IncidentStore:
             raise
         return Claim(True, incident.id)
 
-    def _marker(self, event_id: str, incident_id: str, *, notified: bool = True) -> Any:
+    def _count(self, tally: Tally, bucket: Bucket | None) -> Any:
+        """Add one event to its minute bucket: atomic ADDs, so concurrent invocations lose no count. The
+        distinct sets stop growing at MAX_DISTINCT (past any threshold), so the item stays small."""
+        adds = ["access_denied :denied", "destructive :destructive"]
+        values: dict[str, Any] = {
+            ":denied": {"N": str(tally.access_denied)},
+            ":destructive": {"N": str(tally.destructive)},
+            # Past the longest window nothing reads the bucket; TTL removes it a little later.
+            ":expires": {"N": str((tally.minute + tally.span + WINDOW_TTL_SLACK_MINUTES) * 60)},
+        }
+        if tally.resources and not (bucket and bucket.resources_full):
+            adds.append("resources :resources")
+            values[":resources"] = {"SS": list(tally.resources)}
+        if tally.services and not (bucket and len(bucket.services) >= MAX_DISTINCT):
+            adds.append("services :services")
+            values[":services"] = {"SS": list(tally.services)}
+        return {
+            "Update": {
+                "TableName": self._table,
+                "Key": _window_key(tally.key, tally.minute),
+                "UpdateExpression": f"ADD {', '.join(adds)} SET expires_at = :expires",
+                "ExpressionAttributeValues": values,
+            }
+        }
+
+    def count(self, event_id: str, tally: Tally, bucket: Bucket | None) -> bool:
+        """Count an event that opens or joins nothing. False when this event was already counted."""
+        try:
+            self._db.transact_write_items(
+                TransactItems=[self._marker(event_id, None), self._count(tally, bucket)]
+            )
+        except self._db.exceptions.TransactionCanceledException as exc:
+            reasons = _cancellation_codes(exc)
+            if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                return False
+            raise
+        return True
+
+    def forget_windows(self, key: str) -> int:
+        """Drop a principal's window buckets (on release: counts from before it must not re-contain)."""
+        response = self._db.query(
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": f"WINDOW#{key}"}},
+            ProjectionExpression="pk, sk",
+            ConsistentRead=True,
+        )
+        items = response.get("Items", [])
+        for item in items:
+            self._db.delete_item(TableName=self._table, Key={"pk": item["pk"], "sk": item["sk"]})
+        return len(items)
+
+    def _marker(self, event_id: str, incident_id: str | None, *, notified: bool = True) -> Any:
         expires = int((self._clock() + EVENT_MARKER_TTL).timestamp())
         values = {"pk": f"EVENT#{event_id}", "sk": "EVENT", "incident_id": incident_id, "expires_at": expires}
         return {
@@ -498,8 +615,18 @@ class IncidentStore:
             },
         )
 
-    def join(self, incident_id: str, event_id: str, event_name: str = "") -> bool:
-        """Count a later event into an open incident. False when this event was already counted."""
+    def join(
+        self,
+        incident_id: str,
+        event_id: str,
+        event_name: str = "",
+        *,
+        tally: Tally | None = None,
+        bucket: Bucket | None = None,
+        mark_event: bool = True,
+    ) -> bool:
+        """Count a later event into an open incident (and its windows, given a tally). False when this
+        event was already counted."""
         now = _iso(self._clock())
         update: Any = {
             "TableName": self._table,
@@ -516,17 +643,21 @@ class IncidentStore:
                 ":cap": {"N": str(EVENT_IDS_CAP)},
             },
         }
+        # The update comes first: its position in the cancellation reasons is fixed whatever follows.
+        rest: list[Any] = []
+        if mark_event:
+            rest.append(self._marker(event_id, incident_id))
+            if tally is not None:
+                rest.append(self._count(tally, bucket))
         for attempt in range(2):
             try:
-                self._db.transact_write_items(
-                    TransactItems=[self._marker(event_id, incident_id), {"Update": update}]
-                )
+                self._db.transact_write_items(TransactItems=[{"Update": update}, *rest])
                 return True
             except self._db.exceptions.TransactionCanceledException as exc:
                 reasons = _cancellation_codes(exc)
-                if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
-                    return False
-                if attempt == 0 and len(reasons) > 1 and reasons[1].get("Code") == "ConditionalCheckFailed":
+                if len(reasons) > 1 and reasons[1].get("Code") == "ConditionalCheckFailed":
+                    return False  # the event marker exists: a redelivery
+                if attempt == 0 and reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
                     # The id list is full: keep counting, stop listing.
                     update["UpdateExpression"] = (
                         "ADD event_count :one, counts_by_name.#name :one SET last_event_at = :now"

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from guardrail.environments import ThresholdHit
     from guardrail.rules import Rule
 
 
@@ -41,6 +42,7 @@ class Category(StrEnum):
     PRIVILEGE_ESCALATION = "privilege_escalation"
     ACCESS_DENIED = "access_denied"
     ROOT_ACTIVITY = "root_activity"
+    WRITE = "write"  # a successful write no rule flags, by an agent where its environment watches writes
     BENIGN = "benign"
 
 
@@ -130,6 +132,7 @@ class Verdict:
     is_agent: bool = False
     is_protected: bool = False
     notes: tuple[str, ...] = field(default=())
+    thresholds: tuple[ThresholdHit, ...] = field(default=())  # windows this event brought to their threshold
 
     @property
     def rule_ids(self) -> list[str]:
@@ -157,4 +160,5 @@ class Verdict:
             "rule_ids": self.rule_ids,
             "decision": self.decision,
             "reason": self.reason,
+            **({"thresholds": [h.to_dict() for h in self.thresholds]} if self.thresholds else {}),
         }

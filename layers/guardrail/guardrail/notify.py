@@ -208,6 +208,7 @@ def incident_message(
             "target": _clipped(target_resource(call.request)),
         },
         "rules": [_rule_doc(r) for r in verdict.rules],
+        "thresholds": [h.to_dict() for h in verdict.thresholds],
         "containment": _containment_doc(incident) if incident is not None else None,
         "counts": {"events": incident.event_count if incident else 1},
         "links": console_links(verdict, runbook_url),
@@ -266,6 +267,7 @@ def release_message(incident: Incident, runbook_url: str | None = None) -> dict[
             "target": None,
         },
         "rules": rules,
+        "thresholds": list(verdict.get("thresholds") or []),
         "containment": _containment_doc(
             incident,
             status="released",
@@ -367,6 +369,13 @@ def email_text(message: dict[str, Any]) -> str:
         lines.append(f"  NOTE: {caveat}")
     if message["status"] == "released":
         lines.append(f"  released by {containment.get('released_by')}: {containment.get('release_reason')}")
+    if message.get("thresholds"):
+        lines += ["", "THRESHOLDS REACHED"]
+        lines += [
+            f"  {t['name']}: {t['count']} {t['counts'].replace('_', ' ')} in {t['minutes']} min "
+            f"(threshold {t['at']}, {t['decision']})"
+            for t in message["thresholds"]
+        ]
     if message["rules"]:
         lines += ["", "WHY IT MATTERS"]
         for rule in message["rules"]:

@@ -159,6 +159,25 @@ def root_activity_pattern(sources: list[str] | None = None) -> dict[str, Any]:
     return {"detail-type": [CLOUDTRAIL_DETAIL_TYPE], "detail": detail}
 
 
+def agent_writes_pattern(sources: list[str] | None = None) -> dict[str, Any]:
+    """Every successful write by an IAM role or user: what production's "agents are read-only" needs to
+    see. Off by default (the RouteAgentWrites parameter): it invokes the responder for every write in the
+    region, and the responder ignores, without an AWS call, those that are not an agent's in a watching
+    environment."""
+    detail: dict[str, Any] = {
+        "readOnly": [False],
+        "errorCode": [{"exists": False}],
+        "userIdentity": {"type": ["AssumedRole", "IAMUser"]},
+    }
+    if sources is not None:
+        detail["eventSource"] = sources
+    return {"detail-type": [CLOUDTRAIL_DETAIL_TYPE], "detail": detail}
+
+
+# Generated rules that are off unless a template parameter turns them on: name -> the template condition.
+OPTIONAL_RULES = {"AgentWrites": "RoutesAgentWrites", "ForwardGlobalAgentWrites": "ForwardsAgentWrites"}
+
+
 def all_patterns(catalogue: Catalogue) -> dict[str, dict[str, Any]]:
     """template.yaml's EventBridge rules, by name."""
     by_name, entries = routing(catalogue)
@@ -168,6 +187,7 @@ def all_patterns(catalogue: Catalogue) -> dict[str, dict[str, Any]]:
             **_packed(entries, "ConditionalCalls"),
             "AccessDenied": access_denied_pattern(catalogue),
             "RootActivity": root_activity_pattern(),
+            "AgentWrites": agent_writes_pattern(),
         }
     )
 
@@ -182,6 +202,7 @@ def forwarder_patterns(catalogue: Catalogue) -> dict[str, dict[str, Any]]:
     patterns.update(_packed(global_entries, "ForwardGlobalConditionalCalls") if global_entries else {})
     patterns["ForwardGlobalAccessDenied"] = access_denied_pattern(catalogue, list(GLOBAL_SOURCES))
     patterns["ForwardGlobalRootActivity"] = root_activity_pattern(list(GLOBAL_SOURCES))
+    patterns["ForwardGlobalAgentWrites"] = agent_writes_pattern(list(GLOBAL_SOURCES))
     return _checked(patterns)
 
 
@@ -220,6 +241,8 @@ def template_events(catalogue: Catalogue) -> list[str]:
             lines.append(
                 "    State: !If [RoutesReadOnly, ENABLED_WITH_ALL_CLOUDTRAIL_MANAGEMENT_EVENTS, ENABLED]"
             )
+        if name in OPTIONAL_RULES:
+            lines.append(f"    State: !If [{OPTIONAL_RULES[name]}, ENABLED, DISABLED]")
         lines += [f"    {r}" for r in _RETRY]
         lines += ["    DeadLetterConfig:", "      Arn: !GetAtt FailureQueue.Arn", "    Pattern:"]
         lines += [line[8:] for line in _yaml(pattern, 14)]
@@ -234,7 +257,9 @@ def forwarder_rules(catalogue: Catalogue) -> list[str]:
             f"{name}:",
             "  Type: AWS::Events::Rule",
             "  Properties:",
-            "    State: ENABLED",
+            f"    State: !If [{OPTIONAL_RULES[name]}, ENABLED, DISABLED]"
+            if name in OPTIONAL_RULES
+            else "    State: ENABLED",
             "    EventPattern:",
             *[line[2:] for line in _yaml(pattern, 8)],
             "    Targets:",

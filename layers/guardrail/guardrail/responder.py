@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools.metrics import MetricUnit
 
 from guardrail.aws import AwsClients, IamProvider, SameAccountIam
-from guardrail.classifier import classify
+from guardrail.classifier import classify, escalate
 from guardrail.cloudtrail import parse_event
 from guardrail.containment import (
     CONSISTENCY_NOTE,
@@ -39,19 +39,25 @@ from guardrail.incidents import (
     Incident,
     IncidentStatus,
     IncidentStore,
+    Lookup,
     OpenIncident,
     ReleaseError,
     new_incident_id,
 )
-from guardrail.model import Decision, PrincipalKind, Verdict
+from guardrail.lifecycle import resolver as lifecycle_resolver
+from guardrail.model import ApiCall, Decision, PrincipalKind, Verdict
 from guardrail.notify import attributes, incident_message, release_message, sns_payload
 from guardrail.settings import Settings
 from guardrail.telemetry import logger, metrics
+from guardrail.windows import Bucket, Tally, reached, tally_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_iam import IAMClient
+
+    from guardrail.environments import ThresholdHit
 
 # SQS takes 256 KiB a message; keep room for the envelope around the rejected event.
 _QUARANTINE_EVENT_LIMIT = 200_000
@@ -86,6 +92,14 @@ class Runtime:
             self._store = IncidentStore(self.aws.dynamodb, self.settings.state_table, self.clock)
         return self._store
 
+    def lifecycle(self, call: ApiCall) -> bool | None:
+        """Whether the resource a destructive call acts on is tagged Lifecycle=ephemeral (None: unknown).
+        Asked only where the call's environment considers the tag."""
+        return lifecycle_resolver(self._ec2_for)(call)
+
+    def _ec2_for(self, account: str, region: str) -> EC2Client | None:
+        return self.aws.ec2_in(region) if account == self.identity().account else None
+
     def identity(self) -> ResponderIdentity:
         """Who the responder runs as; asked of STS once, and only when a containment needs it."""
         if self._identity is None:
@@ -115,8 +129,8 @@ def use_runtime(value: Runtime | None) -> None:
 class Outcome:
     """What the responder did with one event: the handler's return value, and replay's report."""
 
-    # ignored | reported | contained | dry_run | not_containable | joined | duplicate | notified_on_retry
-    # | refused | quarantined
+    # ignored | counted | reported | contained | dry_run | not_containable | joined | duplicate
+    # | notified_on_retry | refused | quarantined
     status: str
     verdict: Verdict | None = None
     error: str | None = None
@@ -146,11 +160,46 @@ def handle_event(event: object, rt: Runtime) -> Outcome:
         call = parse_event(event)
     except InvalidEventError as exc:
         return quarantine(event, exc, rt)
-    return respond(classify(call, rt.settings), rt, started)
+    return respond(classify(call, rt.settings, lifecycle=rt.lifecycle), rt, started)
 
 
 def respond(verdict: Verdict, rt: Runtime, started: float) -> Outcome:
+    """Act on a verdict, after the principal's windows have had their say.
+
+    An event the catalogue ignores and no window counts makes no AWS call at all. Otherwise one consistent
+    read tells whether the principal is held already, whether this event was seen, and the window counts;
+    the event is then counted exactly once, in the same transaction as whatever it opens or joins.
+    """
+    _observe(verdict)
     call = verdict.call
+    policy = rt.settings.policies[verdict.environment]
+    key = principal_key(call.principal)
+    tally = tally_of(verdict, policy, key)
+    is_root = call.principal.kind is PrincipalKind.ROOT
+    if verdict.decision is Decision.IGNORE and tally is None and not is_root:
+        return Outcome(status="ignored", verdict=verdict)  # no AWS call at all
+
+    keys = [key, _report_key(key, verdict)] + ([_report_key(key, None)] if tally else [])
+    found = rt.store.lookup(keys, call.event_id, tally)
+    if found.seen:
+        return _already_handled(found, verdict, rt, tally, started)
+    held = found.held.get(key)
+    if held is not None:
+        return _join(held, verdict, rt)  # held already: windows have nothing left to decide
+    bucket = found.window.get(tally.minute) if tally else None
+    if tally is not None:
+        verdict = _escalated(verdict, reached(policy, found.window, tally, include_tally=True))
+    outcome = _act(verdict, rt, started, found, tally, bucket)
+    if tally is not None and outcome.status in _WINDOW_MAY_STILL_ACT:
+        return _recheck(verdict, rt, started, tally) or outcome
+    return outcome
+
+
+# Outcomes after which a window filled by concurrent events may still call for more.
+_WINDOW_MAY_STILL_ACT = frozenset({"counted", "reported", "joined", "duplicate"})
+
+
+def _observe(verdict: Verdict) -> None:
     # The breakdown is in the names, not in dimensions: every metric of a flush shares its dimensions,
     # and alarms (ContainmentFailures, InvalidEvents) must name exactly one metric.
     for name in (
@@ -161,6 +210,7 @@ def respond(verdict: Verdict, rt: Runtime, started: float) -> Outcome:
     ):
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
     log = logger.info if verdict.decision is Decision.IGNORE else logger.warning
+    call = verdict.call
     log(
         "event classified",
         extra={
@@ -170,19 +220,79 @@ def respond(verdict: Verdict, rt: Runtime, started: float) -> Outcome:
             "is_protected": verdict.is_protected,
         },
     )
+
+
+def _escalated(verdict: Verdict, hits: tuple[ThresholdHit, ...]) -> Verdict:
+    if not hits:
+        return verdict
+    raised = escalate(verdict, hits)
+    metrics.add_metric(name="ThresholdsReached", unit=MetricUnit.Count, value=1)
+    logger.warning(
+        "window threshold reached",
+        extra={"thresholds": [h.to_dict() for h in hits], "decision": raised.decision.value},
+    )
+    return raised
+
+
+def _act(
+    verdict: Verdict,
+    rt: Runtime,
+    started: float,
+    found: Lookup,
+    tally: Tally | None,
+    bucket: Bucket | None,
+    *,
+    mark_event: bool = True,
+) -> Outcome:
+    call = verdict.call
     if verdict.decision is Decision.CONTAIN or call.principal.kind is PrincipalKind.ROOT:
         # Root is never contained (nothing in IAM can), but it is recorded as an incident with the steps.
-        return contain(verdict, rt, started)
-    if verdict.decision is Decision.IGNORE:
-        return Outcome(status="ignored", verdict=verdict)  # no AWS call at all
-    return report(verdict, rt)
+        return contain(verdict, rt, started, found, tally, bucket, mark_event=mark_event)
+    if verdict.decision is Decision.NOTIFY:
+        return report(verdict, rt, found, tally, bucket, mark_event=mark_event)
+    assert tally is not None  # an ignored event reaches here only to be counted
+    if not rt.store.count(call.event_id, tally, bucket):
+        return Outcome(status="duplicate", verdict=verdict)
+    return Outcome(status="counted", verdict=verdict)
 
 
-def contain(verdict: Verdict, rt: Runtime, started: float) -> Outcome:
+def _recheck(verdict: Verdict, rt: Runtime, started: float, tally: Tally) -> Outcome | None:
+    """Read the windows again now that this event is in them. Concurrent events each read the counts
+    before any of them wrote; the last to write sees the total, so a burst that fills a window is acted on
+    even when no later event comes."""
+    policy = rt.settings.policies[verdict.environment]
+    raised = _escalated(verdict, reached(policy, rt.store.window(tally), tally, include_tally=False))
+    if _DECISION_RANK[raised.decision] <= _DECISION_RANK[verdict.decision]:
+        return None
+    return _act(raised, rt, started, Lookup({}), None, None, mark_event=False)
+
+
+_DECISION_RANK = {Decision.IGNORE: 0, Decision.NOTIFY: 1, Decision.CONTAIN: 2}
+
+
+def _report_key(key: str, verdict: Verdict | None) -> str:
+    """Reports group by principal and finding; every window spike of a principal shares one report."""
+    if verdict is None or verdict.thresholds:
+        return f"{key}#report#window"
+    finding = verdict.top_rule.id if verdict.top_rule else verdict.category.value
+    return f"{key}#report#{finding}"
+
+
+def contain(
+    verdict: Verdict,
+    rt: Runtime,
+    started: float,
+    found: Lookup,
+    tally: Tally | None = None,
+    bucket: Bucket | None = None,
+    *,
+    mark_event: bool = True,
+) -> Outcome:
     """Stop the agent, once per principal, record it, then tell people. Raises ContainmentFailed when
     IAM refuses, after recording and announcing the failure."""
     settings, call = rt.settings, verdict.call
     plan = plan_containment(verdict, settings, rt.identity(), reachable=lambda a: rt.iam_for(a) is not None)
+    store = rt.store
     if plan.blocked is Blocked.REFUSED:
         # The classifier never decides contain for these: if we get here, something upstream is wrong.
         logger.error(
@@ -191,16 +301,11 @@ def contain(verdict: Verdict, rt: Runtime, started: float) -> Outcome:
         metrics.add_metric(name="ContainmentRefused", unit=MetricUnit.Count, value=1)
         outcome = Outcome(status="refused", verdict=verdict, error=f"containment refused: {plan.reason}")
         publish(incident_message(verdict, "refused", runbook_url=settings.runbook_url), rt)
+        if tally is not None and mark_event:
+            store.count(call.event_id, tally, bucket)
         return outcome
 
     key = plan.key or principal_key(call.principal)
-    store = rt.store
-    found = store.lookup([key], call.event_id)
-    if found.seen_in:
-        return _already_handled(found.seen_in, found.notified, verdict, rt)
-    if found.open:
-        return _join(found.open, verdict, rt)
-
     incident = _new_incident(verdict, rt, key, IncidentStatus.CONTAINED, incident_id=found.failed_id)
     incident.reason, incident.manual_steps, incident.caveats = (
         plan.reason or verdict.reason,
@@ -209,19 +314,22 @@ def contain(verdict: Verdict, rt: Runtime, started: float) -> Outcome:
     )
     ref = IncidentRef(incident.id, incident.opened_at)
 
+    def claim(kind: str, audit: dict[str, Any]) -> Claim:
+        return store.open(
+            incident, call.event_id, kind, audit, tally=tally, bucket=bucket, mark_event=mark_event
+        )
+
     if plan.blocked is Blocked.NOT_CONTAINABLE:
         incident.status = IncidentStatus.NOT_CONTAINABLE
         logger.error("agent NOT CONTAINABLE here: manual steps required", extra=incident.to_dict())
         metrics.add_metric(name="NotContainable", unit=MetricUnit.Count, value=1)
-        claim = store.open(incident, call.event_id, "not_containable", {"reason": plan.reason})
-        return _opened(claim, verdict, incident, rt)
+        return _opened(claim("not_containable", {"reason": plan.reason}), verdict, incident, rt, mark_event)
 
     assert plan.target is not None
     if settings.dry_run:
         incident.status = IncidentStatus.DRY_RUN
         incident.actions = [a.describe(plan.target, ref).to_item() for a in plan.actions]
-        claim = store.open(incident, call.event_id, "dry_run", {"would": incident.actions})
-        return _opened(claim, verdict, incident, rt)
+        return _opened(claim("dry_run", {"would": incident.actions}), verdict, incident, rt, mark_event)
 
     iam = rt.iam_for(plan.target.account)
     assert iam is not None  # the planner only plans for reachable accounts
@@ -250,33 +358,45 @@ def contain(verdict: Verdict, rt: Runtime, started: float) -> Outcome:
         "containment_ms": incident.containment_ms,
         "actions": incident.actions,
     }
-    claim = store.open(incident, call.event_id, "contain", audit)
-    if not claim.won:
-        return _lost_race(plan, claim, key, verdict, rt)
+    won = claim("contain", audit)
+    if not won.won:
+        return _lost_race(plan, won, key, verdict, rt, mark_event)
     metrics.add_metric(name="Contained", unit=MetricUnit.Count, value=1)
     if incident.containment_ms is not None:
         metrics.add_metric(
             name="ContainmentLatency", unit=MetricUnit.Milliseconds, value=incident.containment_ms
         )
     logger.warning("agent contained", extra=incident.to_dict())
-    return _opened(claim, verdict, incident, rt)
+    return _opened(won, verdict, incident, rt, mark_event)
 
 
-def report(verdict: Verdict, rt: Runtime) -> Outcome:
+def report(
+    verdict: Verdict,
+    rt: Runtime,
+    found: Lookup,
+    tally: Tally | None = None,
+    bucket: Bucket | None = None,
+    *,
+    mark_event: bool = True,
+) -> Outcome:
     """Tell people, without containing. Repeats of one finding by one principal join one report for a
     window (summarised at most once a minute); so do events of a principal that is already contained."""
     call = verdict.call
-    key = principal_key(call.principal)
-    finding = verdict.top_rule.id if verdict.top_rule else verdict.category.value
-    report_key = f"{key}#report#{finding}"
-    found = rt.store.lookup([key, report_key], call.event_id)
-    if found.seen_in:
-        return _already_handled(found.seen_in, found.notified, verdict, rt)
-    if found.open:
-        return _join(found.open, verdict, rt)
+    report_key = _report_key(principal_key(call.principal), verdict)
+    held = found.held.get(report_key)
+    if held is not None:
+        return _join(held, verdict, rt, tally, bucket, mark_event=mark_event)
     incident = _new_incident(verdict, rt, report_key, IncidentStatus.REPORTED)
-    claim = rt.store.open(incident, call.event_id, "report", {"reason": verdict.reason})
-    return _opened(claim, verdict, incident, rt)
+    claim = rt.store.open(
+        incident,
+        call.event_id,
+        "report",
+        {"reason": verdict.reason},
+        tally=tally,
+        bucket=bucket,
+        mark_event=mark_event,
+    )
+    return _opened(claim, verdict, incident, rt, mark_event)
 
 
 def _new_incident(
@@ -324,18 +444,24 @@ def _announce(
     publish(message, rt)
 
 
-def _follow_winner(claim: Claim, key: str, verdict: Verdict, rt: Runtime) -> Outcome:
+def _follow_winner(claim: Claim, key: str, verdict: Verdict, rt: Runtime, mark_event: bool = True) -> Outcome:
     """Another invocation holds the principal: count this event into its incident, unless it is this very event."""
     held = None if claim.duplicate else rt.store.open_for(key)
     if held is None:
         return Outcome(status="duplicate", verdict=verdict, incident_id=claim.incident_id)
-    return _join(held, verdict, rt)
+    # The lost claim wrote nothing, so the event is counted here; its windows were counted already
+    # only when it was marked before (mark_event=False).
+    policy = rt.settings.policies[verdict.environment]
+    tally = tally_of(verdict, policy, principal_key(verdict.call.principal)) if mark_event else None
+    return _join(held, verdict, rt, tally, None, mark_event=mark_event)
 
 
-def _opened(claim: Claim, verdict: Verdict, incident: Incident, rt: Runtime) -> Outcome:
+def _opened(
+    claim: Claim, verdict: Verdict, incident: Incident, rt: Runtime, mark_event: bool = True
+) -> Outcome:
     """After a claim: announce a new incident, or count the event into the one that won."""
     if not claim.won:
-        return _follow_winner(claim, incident.key, verdict, rt)
+        return _follow_winner(claim, incident.key, verdict, rt, mark_event)
     _announce(verdict, incident, rt)
     rt.store.mark_notified(verdict.call.event_id)
     notes = (
@@ -351,11 +477,22 @@ def _opened(claim: Claim, verdict: Verdict, incident: Incident, rt: Runtime) -> 
     )
 
 
-def _join(held: OpenIncident, verdict: Verdict, rt: Runtime) -> Outcome:
+def _join(
+    held: OpenIncident,
+    verdict: Verdict,
+    rt: Runtime,
+    tally: Tally | None = None,
+    bucket: Bucket | None = None,
+    *,
+    mark_event: bool = True,
+) -> Outcome:
     """Count the event into an open incident; the one invocation per interval that wins the claim sends
     a summary of what joined since the last message."""
     call, store = verdict.call, rt.store
-    if not store.join(held.incident_id, call.event_id, call.event_name):
+    joined = store.join(
+        held.incident_id, call.event_id, call.event_name, tally=tally, bucket=bucket, mark_event=mark_event
+    )
+    if not joined:
         return Outcome(status="duplicate", verdict=verdict, incident_id=held.incident_id)
     if store.claim_summary(held):
         incident = store.get(held.incident_id)
@@ -368,18 +505,28 @@ def _join(held: OpenIncident, verdict: Verdict, rt: Runtime) -> Outcome:
     return Outcome(status="joined", verdict=verdict, incident_id=held.incident_id)
 
 
-def _already_handled(incident_id: str, notified: bool, verdict: Verdict, rt: Runtime) -> Outcome:
-    """A redelivery. If the first delivery recorded the incident but failed to announce it, announce now."""
-    if not notified:
+def _already_handled(
+    found: Lookup, verdict: Verdict, rt: Runtime, tally: Tally | None, started: float
+) -> Outcome:
+    """A redelivery or a retry. If the first delivery recorded the incident but failed to announce it,
+    announce now; if it counted the event but failed acting on the window it filled, act now."""
+    incident_id = found.seen_in
+    if not found.notified and incident_id is not None:
         incident = rt.store.get(incident_id)
         if incident is not None:
             _announce(verdict, incident, rt)
             rt.store.mark_notified(verdict.call.event_id)
             return Outcome(status="notified_on_retry", verdict=verdict, incident_id=incident_id)
+    if tally is not None and tally.key not in found.held:
+        acted = _recheck(verdict, rt, started, tally)
+        if acted is not None:
+            return acted
     return Outcome(status="duplicate", verdict=verdict, incident_id=incident_id)
 
 
-def _lost_race(plan: ContainmentPlan, claim: Claim, key: str, verdict: Verdict, rt: Runtime) -> Outcome:
+def _lost_race(
+    plan: ContainmentPlan, claim: Claim, key: str, verdict: Verdict, rt: Runtime, mark_event: bool = True
+) -> Outcome:
     """Another invocation claimed the principal while we were writing to IAM. Our writes repeated
     its own; redo them under its incident so the role's policy and tags name the incident on record."""
     winner = rt.store.get(claim.incident_id)
@@ -387,7 +534,7 @@ def _lost_race(plan: ContainmentPlan, claim: Claim, key: str, verdict: Verdict, 
     if winner is not None and winner.status is IncidentStatus.CONTAINED and iam is not None:
         apply_plan(plan, IncidentRef(winner.id, winner.opened_at), iam)
     rt.store.record(claim.incident_id, "raced", rt.identity().arn, {"event_id": verdict.call.event_id})
-    return _follow_winner(claim, key, verdict, rt)
+    return _follow_winner(claim, key, verdict, rt, mark_event)
 
 
 def publish(message: dict[str, Any], rt: Runtime) -> str | None:
@@ -431,6 +578,8 @@ def release(principal: str, reason: str, released_by: str, rt: Runtime) -> Incid
         store.record(incident.id, "release_failed", released_by, {"reason": reason, "error": str(exc)})
         raise ReleaseError(f"release of {target.key} failed, it stays contained: {exc}") from exc
     store.close(incident, released_by.strip(), reason.strip(), [u.to_item() for u in undone])
+    # Counts from before the release would re-contain on the agent's next refused call.
+    store.forget_windows(target.key)
     metrics.add_metric(name="Released", unit=MetricUnit.Count, value=1)
     released = store.get(incident.id)
     assert released is not None

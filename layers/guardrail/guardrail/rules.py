@@ -35,7 +35,7 @@ def _normalise(value: object) -> str | None:
     return None
 
 
-def _walk(node: object, segments: tuple[str, ...]) -> Iterator[object]:
+def walk(node: object, segments: tuple[str, ...]) -> Iterator[object]:
     """Values at a dotted path; a segment ending in [] fans out over a list."""
     if not segments:
         yield node
@@ -51,9 +51,9 @@ def _walk(node: object, segments: tuple[str, ...]) -> Iterator[object]:
     if fan_out:
         # S3 and other XML APIs log a one-element list as the element itself.
         for item in child if isinstance(child, list) else (child,):
-            yield from _walk(item, rest)
+            yield from walk(item, rest)
         return
-    yield from _walk(child, rest)
+    yield from walk(child, rest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +67,7 @@ class Condition:
     _segments: tuple[str, ...]
 
     def holds(self, call: ApiCall) -> bool:
-        values = list(_walk(call.request, self._segments))
+        values = list(walk(call.request, self._segments))
         if self.operator == "exists":
             return bool(values) == bool(self.operand)
         actor = call.principal.name.lower()
@@ -184,7 +184,9 @@ def _text(rule_id: str, entry: Mapping[str, Any], key: str) -> str:
     return value.strip()
 
 
-_CLASSIFIER_CATEGORIES = frozenset({Category.BENIGN, Category.ACCESS_DENIED, Category.ROOT_ACTIVITY})
+_CLASSIFIER_CATEGORIES = frozenset(
+    {Category.BENIGN, Category.ACCESS_DENIED, Category.ROOT_ACTIVITY, Category.WRITE}
+)
 
 
 def _rule(entry: object, category_must_be: Category | None = None) -> Rule:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from guardrail.environments import Policies, default_policies, load_policies
 from guardrail.errors import ConfigurationError
 from guardrail.model import Environment, Severity
 
@@ -73,6 +74,7 @@ class Settings:
     state_table: str | None = None
     quarantine_queue_url: str | None = None
     runbook_url: str | None = None
+    policies: Policies = field(default_factory=default_policies)
 
     def environment_of(self, account: str) -> Environment:
         # Unknown accounts are production: never guess in the agent's favour.
@@ -160,6 +162,16 @@ class Settings:
                     )
             return result
 
+        def policies() -> Policies:
+            raw = text("GUARDRAIL_ENVIRONMENT_POLICIES")
+            if raw is None:
+                return default_policies()
+            try:
+                return load_policies(raw)
+            except ConfigurationError as exc:
+                problems.append(f"GUARDRAIL_ENVIRONMENT_POLICIES: {exc}")
+                return default_policies()
+
         agents = patterns("GUARDRAIL_AGENT_PRINCIPALS", DEFAULT_AGENT_PRINCIPALS)
         if not agents.patterns:
             problems.append("GUARDRAIL_AGENT_PRINCIPALS: empty, so no principal would ever be contained")
@@ -179,6 +191,7 @@ class Settings:
             state_table=text("GUARDRAIL_STATE_TABLE"),
             quarantine_queue_url=text("GUARDRAIL_QUARANTINE_QUEUE_URL"),
             runbook_url=text("GUARDRAIL_RUNBOOK_URL"),
+            policies=policies(),
         )
         if settings.runbook_url and not settings.runbook_url.startswith("https://"):
             problems.append(f"GUARDRAIL_RUNBOOK_URL: {settings.runbook_url!r} is not an https:// URL")

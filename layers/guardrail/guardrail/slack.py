@@ -126,6 +126,13 @@ def render(message: dict[str, Any]) -> dict[str, Any]:
                 ]
             )
         )
+    if message["kind"] != "update" and message.get("thresholds"):
+        reached = "\n".join(
+            f"• {escape(t['name'])}: *{t['count']}* {escape(t['counts'].replace('_', ' '))} in {t['minutes']} min "
+            f"(threshold {t['at']})"
+            for t in message["thresholds"]
+        )
+        blocks.append(_section(f"*Thresholds reached*\n{reached}"))
     blocks.append(_section(_containment_text(message)))
     if message["kind"] != "update" and message["rules"]:
         rule = message["rules"][0]
