@@ -2,7 +2,8 @@
 
 Items (one table, keys pk/sk, TTL attribute expires_at):
   PRINCIPAL#<role or user ARN> / OPEN           the claim: which incident holds this principal now
-  INCIDENT#<id>                / META           the incident: who, what, actions, counts, release
+  INCIDENT#<id>                / META           the incident: who, what, actions, release
+  INCIDENT#<id>                / COUNTS         its counts: events, by name, first ids, last summarised
   INCIDENT#<id>                / AUDIT#<time>#<kind>   one record per containment, failure, release
   EVENT#<CloudTrail eventID>   / EVENT          an event already handled (kept 24 h: Lambda retries
                                                 throttled asynchronous events for up to 6 h)
@@ -37,7 +38,20 @@ if TYPE_CHECKING:
 EVENT_MARKER_TTL = timedelta(hours=24)
 # How long a non-containing incident (dry run, not containable) gathers later events before a new one opens.
 INCIDENT_WINDOW = timedelta(hours=1)
-EVENT_IDS_CAP = 100  # ids kept on an incident; every event is still counted
+# Ids kept on an incident (the first ones); every event is still counted, and every event's marker names
+# its incident for 24 h. Few, because the counts item is written once per joining event: its size is the
+# write cost of a storm on the incident's partition.
+EVENT_IDS_CAP = 25
+# The incident's fields that change with every joining event: kept apart from the incident (COUNTS), so a
+# storm's writes touch a small item rather than the whole record.
+COUNT_FIELDS = (
+    "event_ids",
+    "event_count",
+    "counts_by_name",
+    "last_event_at",
+    "summarized_count",
+    "summarized_by_name",
+)
 # Later events of an open incident are summarised at most this often (SNS, and so email and Slack).
 SUMMARY_INTERVAL = timedelta(seconds=60)
 WINDOW_TTL_SLACK_MINUTES = 10  # window buckets outlive their longest window by this much
@@ -284,6 +298,30 @@ def _meta_key(incident_id: str) -> dict[str, Any]:
     return {"pk": {"S": f"INCIDENT#{incident_id}"}, "sk": {"S": "META"}}
 
 
+def _counts_key(incident_id: str) -> dict[str, Any]:
+    return {"pk": {"S": f"INCIDENT#{incident_id}"}, "sk": {"S": "COUNTS"}}
+
+
+def _incident_items(incident: Incident) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The incident as its two items: the record, and the counts that every joining event updates."""
+    values = incident.to_dict()
+    counts = {name: values.pop(name) for name in COUNT_FIELDS}
+    pk = f"INCIDENT#{incident.id}"
+    return {"pk": pk, "sk": "META", **values}, {"pk": pk, "sk": "COUNTS", **counts}
+
+
+def _merged(items: list[dict[str, Any]]) -> dict[str, Incident]:
+    """Incidents from their META and COUNTS items, by id (an incident without COUNTS keeps its own)."""
+    meta: dict[str, dict[str, Any]] = {}
+    counts: dict[str, dict[str, Any]] = {}
+    for raw in items:
+        item = _from_item(raw)
+        (meta if item["sk"] == "META" else counts)[item["pk"]] = item
+    return {
+        data["incident_id"]: Incident.from_dict({**data, **counts.get(pk, {})}) for pk, data in meta.items()
+    }
+
+
 def _event_key(event_id: str) -> dict[str, Any]:
     return {"pk": {"S": f"EVENT#{event_id}"}, "sk": {"S": "EVENT"}}
 
@@ -312,6 +350,7 @@ class IncidentStore:
         self._db = client
         self._table = table
         self._clock = clock
+        self._full_ids: set[str] = set()  # incidents whose id list is full: joins only count
 
     # --- reads ---------------------------------------------------------------------------------------
 
@@ -378,9 +417,8 @@ class IncidentStore:
         return OpenIncident.from_lock(key, lock) if self._is_open(lock) else None
 
     def get(self, incident_id: str) -> Incident | None:
-        response = self._db.get_item(TableName=self._table, Key=_meta_key(incident_id), ConsistentRead=True)
-        item = response.get("Item")
-        return Incident.from_dict(_from_item(item)) if item else None
+        found = _merged(self._read_all([_meta_key(incident_id), _counts_key(incident_id)]))
+        return found.get(incident_id)
 
     def audit_trail(self, incident_id: str) -> list[dict[str, Any]]:
         response = self._db.query(
@@ -393,19 +431,19 @@ class IncidentStore:
 
     def incidents(self, limit: int = 100) -> list[Incident]:
         """Recent incidents, newest first. A scan: the table is small, and this is an operator's command."""
-        found: list[Incident] = []
+        items: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {
             "TableName": self._table,
-            "FilterExpression": "sk = :meta",
-            "ExpressionAttributeValues": {":meta": {"S": "META"}},
+            "FilterExpression": "sk IN (:meta, :counts)",
+            "ExpressionAttributeValues": {":meta": {"S": "META"}, ":counts": {"S": "COUNTS"}},
         }
         while True:
             response = self._db.scan(**kwargs)
-            found.extend(Incident.from_dict(_from_item(i)) for i in response.get("Items", []))
+            items.extend(response.get("Items", []))
             if "LastEvaluatedKey" not in response:
                 break
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
-        found.sort(key=lambda i: i.opened_at, reverse=True)
+        found = sorted(_merged(items).values(), key=lambda i: i.opened_at, reverse=True)
         return found[:limit]
 
     # --- writes --------------------------------------------------------------------------------------
@@ -473,14 +511,10 @@ class IncidentStore:
                     "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
                 }
             },
-            {
-                "Put": {
-                    "TableName": self._table,
-                    "Item": _item({"pk": f"INCIDENT#{incident.id}", "sk": "META", **incident.to_dict()}),
-                }
-            },
+            *({"Put": {"TableName": self._table, "Item": _item(part)}} for part in _incident_items(incident)),
             self._audit(incident.id, audit_kind, incident.responder, audit),
         ]
+        marker_at = len(items)
         if incident.status is not IncidentStatus.FAILED and mark_event:
             items.append(self._marker(event_id, incident.id, notified=False))
             if tally is not None:
@@ -501,7 +535,9 @@ class IncidentStore:
             self._db.transact_write_items(TransactItems=items)
         except self._db.exceptions.TransactionCanceledException as exc:
             reasons = _cancellation_codes(exc)
-            duplicate = len(reasons) > 3 and reasons[3].get("Code") == "ConditionalCheckFailed"
+            duplicate = (
+                len(reasons) > marker_at and reasons[marker_at].get("Code") == "ConditionalCheckFailed"
+            )
             if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
                 winner = _from_item(reasons[0].get("Item") or {}).get("incident_id", "")
                 return Claim(False, str(winner), duplicate=duplicate)
@@ -607,7 +643,7 @@ class IncidentStore:
     def mark_summarized(self, incident: Incident) -> None:
         self._db.update_item(
             TableName=self._table,
-            Key=_meta_key(incident.id),
+            Key=_counts_key(incident.id),
             UpdateExpression="SET summarized_count = :count, summarized_by_name = :names",
             ExpressionAttributeValues={
                 ":count": {"N": str(incident.event_count)},
@@ -628,28 +664,15 @@ class IncidentStore:
         """Count a later event into an open incident (and its windows, given a tally). False when this
         event was already counted."""
         now = _iso(self._clock())
-        update: Any = {
-            "TableName": self._table,
-            "Key": _meta_key(incident_id),
-            "UpdateExpression": "ADD event_count :one, counts_by_name.#name :one SET last_event_at = :now, "
-            "event_ids = list_append(if_not_exists(event_ids, :empty), :id)",
-            "ConditionExpression": "attribute_exists(pk) AND size(event_ids) < :cap",
-            "ExpressionAttributeNames": {"#name": event_name or "unknown"},
-            "ExpressionAttributeValues": {
-                ":one": {"N": "1"},
-                ":now": {"S": now},
-                ":empty": {"L": []},
-                ":id": {"L": [{"S": event_id}]},
-                ":cap": {"N": str(EVENT_IDS_CAP)},
-            },
-        }
         # The update comes first: its position in the cancellation reasons is fixed whatever follows.
         rest: list[Any] = []
         if mark_event:
             rest.append(self._marker(event_id, incident_id))
             if tally is not None:
                 rest.append(self._count(tally, bucket))
-        for attempt in range(2):
+        listing = incident_id not in self._full_ids
+        while True:
+            update = self._join_update(incident_id, event_id, event_name, now, listing=listing)
             try:
                 self._db.transact_write_items(TransactItems=[{"Update": update}, *rest])
                 return True
@@ -657,16 +680,31 @@ class IncidentStore:
                 reasons = _cancellation_codes(exc)
                 if len(reasons) > 1 and reasons[1].get("Code") == "ConditionalCheckFailed":
                     return False  # the event marker exists: a redelivery
-                if attempt == 0 and reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
-                    # The id list is full: keep counting, stop listing.
-                    update["UpdateExpression"] = (
-                        "ADD event_count :one, counts_by_name.#name :one SET last_event_at = :now"
-                    )
-                    update["ConditionExpression"] = "attribute_exists(pk)"
-                    update["ExpressionAttributeValues"] = {":one": {"N": "1"}, ":now": {"S": now}}
+                if listing and reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                    # The id list is full: keep counting, stop listing (and stop trying, in this container).
+                    self._full_ids.add(incident_id)
+                    listing = False
                     continue
                 raise
-        return False
+
+    def _join_update(
+        self, incident_id: str, event_id: str, event_name: str, now: str, *, listing: bool
+    ) -> Any:
+        update: dict[str, Any] = {
+            "TableName": self._table,
+            "Key": _counts_key(incident_id),
+            "UpdateExpression": "ADD event_count :one, counts_by_name.#name :one SET last_event_at = :now",
+            "ConditionExpression": "attribute_exists(pk)",
+            "ExpressionAttributeNames": {"#name": event_name or "unknown"},
+            "ExpressionAttributeValues": {":one": {"N": "1"}, ":now": {"S": now}},
+        }
+        if listing:
+            update["UpdateExpression"] += ", event_ids = list_append(if_not_exists(event_ids, :empty), :id)"
+            update["ConditionExpression"] += " AND size(event_ids) < :cap"
+            update["ExpressionAttributeValues"].update(
+                {":empty": {"L": []}, ":id": {"L": [{"S": event_id}]}, ":cap": {"N": str(EVENT_IDS_CAP)}}
+            )
+        return update
 
     def close(self, incident: Incident, released_by: str, reason: str, undone: list[dict[str, Any]]) -> None:
         """Release: free the principal, mark the incident released, and audit who and why."""
