@@ -75,6 +75,7 @@ template: setup
 	test -f .aws-sam/build/SlackNotifierFunction/app.py
 	test -d .aws-sam/build/GuardrailLayer/python/slack_sdk
 	test -f .aws-sam/build/GuardrailLayer/python/guardrail/data/rules.yaml
+	test -f .aws-sam/build/GuardrailLayer/python/guardrail/data/environments.yaml
 	test -d .aws-sam/build/GuardrailLayer/python/pydantic_core
 
 pytest: $(VENV)/.installed

@@ -112,3 +112,21 @@ def test_replay_gives_the_process_its_logger_back() -> None:
     replay([EVENTS / "benign" / "s3-list-buckets.json"])
     assert logger.log_level == before
     assert os.environ.get("POWERTOOLS_METRICS_DISABLED") == "true"  # the test session's own setting, kept
+
+
+def test_replay_of_a_sequence_shows_the_escalation_as_it_happens(capsys: pytest.CaptureFixture[str]) -> None:
+    probe = EVENTS / "sequences" / "access-denied-probe.jsonl"
+    assert main(["replay", "--json", str(probe)]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [r["status"] for r in results] == ["counted"] * 9 + ["contained", "joined", "joined"]
+    tenth = results[9]
+    assert tenth["thresholds"][0]["name"] == "access_denied_spike"
+    assert tenth["thresholds"][0]["count"] == 10
+    assert tenth["verified"] is True  # the agent's own session is denied after the tenth
+    assert [c["service"] for c in results[0]["calls"]] == ["dynamodb"] * 3  # read, count, re-read
+
+    assert main(["replay", str(probe)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "THRESHOLD REACHED: access_denied_spike: 10 refused calls in 5 min (threshold 10) -> CONTAIN" in out
+    )

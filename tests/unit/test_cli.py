@@ -8,6 +8,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from guardrail.cli import classify_command, main
 from tests.conftest import EVENTS
 
@@ -24,7 +26,8 @@ def run(paths: list[Path]) -> tuple[int, list[dict[str, object]], str]:
 def test_classifies_a_directory_recursively() -> None:
     status, rows, err = run([EVENTS])
     assert status == 0, err
-    assert len(rows) == len(list(EVENTS.rglob("*.json")))
+    sequences = sum(len(p.read_text().splitlines()) for p in EVENTS.rglob("*.jsonl"))
+    assert len(rows) == len(list(EVENTS.rglob("*.json"))) + sequences  # JSON Lines: one event a line
     assert all(set(row) >= FIELDS for row in rows)
     by_source = {Path(str(r["source"])).name: r for r in rows}
     assert by_source["cloudtrail.logging-stopped.json"]["decision"] == "contain"
@@ -71,3 +74,16 @@ def test_docs_rules_md_is_generated_from_the_catalogue() -> None:
     expected = render_rules(default_catalogue())
     actual = (EVENTS.parent / "docs" / "rules.md").read_text()
     assert actual == expected, "docs/rules.md is stale: run `make patterns`"
+
+
+def test_environments_prints_the_policies_in_force(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GUARDRAIL_ENVIRONMENT_POLICIES", raising=False)
+    assert main(["environments", "--json"]) == 0
+    policies = json.loads(capsys.readouterr().out)
+    assert list(policies) == ["sandbox", "development", "staging", "production"]
+    assert policies["production"]["writes"] == "high"
+    monkeypatch.setenv("GUARDRAIL_ENVIRONMENT_POLICIES", '{"production": {"writes": "loud"}}')
+    assert main(["environments"]) == 2
+    assert "environments.production.writes: 'loud' is not one of" in capsys.readouterr().err

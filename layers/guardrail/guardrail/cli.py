@@ -72,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
 
     commands.add_parser("rules", help="print the rule catalogue as Markdown (docs/rules.md)")
 
+    p = commands.add_parser(
+        "environments",
+        help="print the environment policies in force (shipped, plus GUARDRAIL_ENVIRONMENT_POLICIES)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "classify":
@@ -88,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             return patterns_command(write=args.write)
         if args.command == "rules":
             return rules_command()
+        if args.command == "environments":
+            return environments_command(as_json=args.json)
         return demo_command()
     except ConfigurationError as exc:
         print(f"guardrail: {exc}", file=sys.stderr)
@@ -248,6 +256,35 @@ def render_rules(catalogue: Catalogue) -> str:
     return "\n".join(lines) + "\n"
 
 
+def environments_command(*, as_json: bool) -> int:
+    """The policies as the responder would apply them here: the same settings, the same validation."""
+    from guardrail.settings import Settings
+
+    settings = Settings.from_env()
+    described = {e.value: settings.policies[e].describe() for e in settings.policies.by_environment}
+    if as_json:
+        print(json.dumps(described, indent=2))
+        return 0
+    for name, policy in described.items():
+        print(f"{name}: {policy['summary']}")
+        print(
+            f"  writes by agents: {policy['writes'] or 'ignored'}; ephemeral deletions: {policy['ephemeral']}"
+        )
+        for category, rule in policy["decide"].items():
+            failed = f" (failed calls: {rule['failed']})" if rule["failed"] != rule["decision"] else ""
+            print(f"  {category}: {rule['decision']}{failed}")
+        print("  other categories: by_severity")
+        if policy["contain_rules"]:
+            print(f"  always contain: {', '.join(policy['contain_rules'])}")
+        for threshold, spec in policy["thresholds"].items():
+            print(
+                f"  window {threshold}: {spec['at']} {spec['what']} in {spec['minutes']} min"
+                f" -> {spec['severity']}, {spec['decision']}"
+            )
+        print()
+    return 0
+
+
 def render_result(result: dict[str, Any], title: str | None = None) -> str:
     lines = [title or result["source"]]
     if result["decision"]:
@@ -255,6 +292,11 @@ def render_result(result: dict[str, Any], title: str | None = None) -> str:
         lines.append(
             f"  {result['category']} / {result['severity']} -> {result['decision'].upper()}"
             f"  [{result['status']}]  ({rules})"
+        )
+        lines.extend(
+            f"  THRESHOLD REACHED: {t['name']}: {t['count']} {t['what']} in "
+            f"{t['minutes']} min (threshold {t['at']}) -> {t['decision'].upper()}"
+            for t in result.get("thresholds") or []
         )
         if result.get("reason"):
             lines.append(f"  why: {result['reason']}")

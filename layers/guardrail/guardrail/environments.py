@@ -58,14 +58,14 @@ class Threshold:
     severity: Severity
     decision: Decision  # notify or contain
 
-    def describe(self) -> str:
-        what = {
+    @property
+    def what(self) -> str:
+        return {
             Counter.ACCESS_DENIED: "refused calls",
             Counter.DESTRUCTIVE: "destructive calls",
             Counter.RESOURCES: "distinct resources touched",
             Counter.SERVICES: "distinct services touched",
         }[self.counts]
-        return f"{self.at} {what} in {self.minutes} min"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,13 +77,14 @@ class ThresholdHit:
 
     def describe(self) -> str:
         t = self.threshold
-        return f"{t.name}: {self.count} {t.describe().split(' ', 1)[1]} (threshold {t.at})"
+        return f"{t.name}: {self.count} {t.what} in {t.minutes} min (threshold {t.at})"
 
     def to_dict(self) -> dict[str, Any]:
         t = self.threshold
         return {
             "name": t.name,
             "counts": t.counts.value,
+            "what": t.what,
             "count": self.count,
             "at": t.at,
             "minutes": t.minutes,
@@ -145,6 +146,7 @@ class Policy:
             "thresholds": {
                 t.name: {
                     "counts": t.counts.value,
+                    "what": t.what,
                     "at": t.at,
                     "minutes": t.minutes,
                     "severity": t.severity.value,

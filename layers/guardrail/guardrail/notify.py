@@ -372,7 +372,7 @@ def email_text(message: dict[str, Any]) -> str:
     if message.get("thresholds"):
         lines += ["", "THRESHOLDS REACHED"]
         lines += [
-            f"  {t['name']}: {t['count']} {t['counts'].replace('_', ' ')} in {t['minutes']} min "
+            f"  {t['name']}: {t['count']} {t['what']} in {t['minutes']} min "
             f"(threshold {t['at']}, {t['decision']})"
             for t in message["thresholds"]
         ]

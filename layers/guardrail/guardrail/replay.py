@@ -455,6 +455,7 @@ def _replay_one(
         "incident_id",
         "containment_ms",
         "notes",
+        "thresholds",
     ):
         if key in summary:
             result[key] = summary[key]

@@ -128,7 +128,7 @@ def render(message: dict[str, Any]) -> dict[str, Any]:
         )
     if message["kind"] != "update" and message.get("thresholds"):
         reached = "\n".join(
-            f"• {escape(t['name'])}: *{t['count']}* {escape(t['counts'].replace('_', ' '))} in {t['minutes']} min "
+            f"• {escape(t['name'])}: *{t['count']}* {escape(t['what'])} in {t['minutes']} min "
             f"(threshold {t['at']})"
             for t in message["thresholds"]
         )
