@@ -307,3 +307,21 @@ def test_event_time_decides_the_minute() -> None:
     assert tally is not None
     assert tally.minute == int(datetime(2026, 11, 20, 3, 7, tzinfo=UTC).timestamp()) // 60
     assert tally.minutes == list(range(tally.minute - 4, tally.minute + 1))
+
+
+def test_distinct_resources_reach_their_threshold() -> None:
+    production = settings_in("production")
+    policy = production.policies[Environment.PRODUCTION]
+    deleted = verdict("rules/s3.bucket-deleted.json", production)
+    tally = tally_of(deleted, policy, "k")
+    assert tally is not None
+    m = tally.minute
+    earlier = frozenset(f"s3.amazonaws.com:bucket-{n}" for n in range(49))
+    hits = {
+        h.threshold.name: h.count
+        for h in reached(policy, {m - 2: Bucket(resources=earlier)}, tally, include_tally=True)
+    }
+    assert hits == {"resources_touched": 50}
+    # The same 49 again, in another minute, are still 49 distinct resources, not 98.
+    again = {m - 2: Bucket(resources=earlier), m - 1: Bucket(resources=earlier)}
+    assert reached(policy, again, tally, include_tally=False) == ()
