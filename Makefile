@@ -65,9 +65,9 @@ typecheck: $(VENV)/.installed
 
 template: setup
 	$(FAKE_AWS) $(SAM) validate --lint
-	$(BIN)/cfn-lint template.yaml forwarder.yaml
+	$(BIN)/cfn-lint template.yaml forwarder.yaml member.yaml
 	@# Offline (--skip-download: no vendor API); every skipped check is justified in .checkov.yaml.
-	$(CHECKOV) --skip-download --config-file .checkov.yaml -f template.yaml -f forwarder.yaml
+	$(CHECKOV) --skip-download --config-file .checkov.yaml -f template.yaml -f forwarder.yaml -f member.yaml
 	$(FAKE_AWS) $(SAM) build --build-dir .aws-sam/build
 	@# A CodeUri pointing at a missing folder still "builds": check what came out.
 	test -f .aws-sam/build/ResponderFunction/app.py

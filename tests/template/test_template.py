@@ -191,10 +191,14 @@ def test_sam_local_env_file_names_the_function_and_only_known_settings(template:
 
 
 def _statements(template: dict[str, Any], function: str) -> list[dict[str, Any]]:
+    """A function's policy statements, conditional ones (Fn::If) as when their condition holds."""
     statements = []
     for policy in template["Resources"][function]["Properties"].get("Policies", []):
         if isinstance(policy, dict) and "Statement" in policy:
-            statements.extend(policy["Statement"])
+            for statement in policy["Statement"]:
+                if "If" in statement:  # !If [condition, statement, !Ref AWS::NoValue]
+                    statement = statement["If"][1]
+                statements.append(statement)
     return statements
 
 
@@ -234,8 +238,18 @@ def test_no_write_on_every_resource_and_iam_writes_only_on_agents(
     template: dict[str, Any], function: str
 ) -> None:
     from guardrail.lifecycle import LIFECYCLE_PERMISSIONS  # noqa: PLC0415
+    from guardrail.organizations import DIRECTORY_PERMISSIONS, MEMBER_PERMISSIONS  # noqa: PLC0415
 
     for statement in _statements(template, function):
+        if (
+            set(statement.get("Action", [])) & set(DIRECTORY_PERMISSIONS)
+            or statement.get("Action") in MEMBER_PERMISSIONS
+        ):
+            # Central mode: the organization's accounts, and only the member containment role by name.
+            assert "${MemberRoleName}" in json.dumps(
+                statement["Resource"]
+            ) or "organizations::" in json.dumps(statement["Resource"])
+            continue
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
         if statement["Resource"] == "*":
             # Only the lookups, which are reads without resource-level permissions.
@@ -307,6 +321,7 @@ def test_reserved_concurrency_is_opt_in(template: dict[str, Any]) -> None:
 
 
 FORWARDER = ROOT / "forwarder.yaml"
+MEMBER = ROOT / "member.yaml"
 
 
 def test_forwarder_is_lint_clean_and_its_patterns_are_generated() -> None:
@@ -364,12 +379,88 @@ def test_forwarder_carries_global_service_samples_and_nothing_regional() -> None
 
 
 def test_patterns_write_is_idempotent() -> None:
-    from guardrail.patterns import forwarder_rules, rewrite, template_events  # noqa: PLC0415
+    from guardrail.patterns import forwarder_rules, member_rules, rewrite, template_events  # noqa: PLC0415
 
     catalogue = default_catalogue()
     for path, block, indent in (
         (TEMPLATE, template_events(catalogue), 8),
         (FORWARDER, forwarder_rules(catalogue), 2),
+        (MEMBER, member_rules(catalogue), 2),
     ):
         text = path.read_text()
         assert rewrite(text, block, indent) == text, f"{path.name} is not what `make patterns` writes"
+
+
+def _joins(node: Any) -> Any:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("Join", "Fn::Join"):
+                yield value
+            yield from _joins(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _joins(item)
+
+
+@pytest.mark.parametrize("name", ["template.yaml", "forwarder.yaml", "member.yaml"])
+def test_every_join_delimiter_is_a_literal(name: str) -> None:
+    """CloudFormation refuses a function as Fn::Join's delimiter; cfn-lint does not catch it under SAM."""
+    document = yaml.load((ROOT / name).read_text(), Loader=_CfnLoader)  # noqa: S506  (a loader for !Tags)
+    for delimiter, _values in _joins(document):
+        assert isinstance(delimiter, str), f"{name}: Fn::Join delimiter {delimiter!r}"
+
+
+def test_organization_permissions_are_exactly_what_the_code_declares(template: dict[str, Any]) -> None:
+    from guardrail.organizations import DIRECTORY_PERMISSIONS, MEMBER_PERMISSIONS  # noqa: PLC0415
+
+    assert _allowed(template, "ResponderFunction", "sts:") == set(MEMBER_PERMISSIONS)
+    assert _allowed(template, "ResponderFunction", "organizations:") == set(DIRECTORY_PERMISSIONS)
+    assert _allowed(template, "ReleaseFunction", "sts:") == set(MEMBER_PERMISSIONS)
+    assert _allowed(template, "ReleaseFunction", "organizations:") == {"organizations:DescribeAccount"}
+    bus_policy = template["Resources"]["CentralBusPolicy"]["Properties"]["Statement"]
+    assert bus_policy["Condition"] == {"StringEquals": {"aws:PrincipalOrgID": {"Ref": "OrganizationId"}}}
+    assert bus_policy["Action"] == "events:PutEvents"
+
+
+def test_member_containment_role_trusts_only_the_central_roles_with_the_external_id() -> None:
+    """moto does not evaluate trust policies, so the trust policy is held to its exact shape here."""
+    from guardrail.containment import containment_permissions, release_permissions  # noqa: PLC0415
+    from guardrail.lifecycle import LIFECYCLE_PERMISSIONS  # noqa: PLC0415
+
+    member = yaml.load(MEMBER.read_text(), Loader=_CfnLoader)  # noqa: S506
+    role = member["Resources"]["ContainmentRole"]["Properties"]
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust == {
+        "Sid": "CentralResponderOnly",
+        "Effect": "Allow",
+        "Principal": {"AWS": {"Ref": "CentralRoleArns"}},
+        "Action": "sts:AssumeRole",
+        "Condition": {"StringEquals": {"sts:ExternalId": {"Ref": "ExternalId"}}},
+    }
+    assert member["Parameters"]["ExternalId"]["NoEcho"] is True
+    assert member["Parameters"]["ExternalId"]["MinLength"] >= 16
+    (policy,) = role["Policies"]
+    allowed: set[str] = set()
+    for statement in policy["PolicyDocument"]["Statement"]:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        if statement["Effect"] == "Deny":
+            assert actions == ["iam:*"]
+            assert "${ContainmentRoleName}" in json.dumps(statement["Resource"])
+            continue
+        allowed |= set(actions)
+        if statement["Resource"] == "*":
+            assert set(actions) <= set(LIFECYCLE_PERMISSIONS)
+        else:
+            rendered = json.dumps(statement["Resource"])
+            assert "AgentRoleNames" in rendered or "AgentUserNames" in rendered
+    assert allowed == containment_permissions() | release_permissions() | set(LIFECYCLE_PERMISSIONS)
+
+
+def test_member_forwards_exactly_the_responders_routing_to_the_central_bus() -> None:
+    member = yaml.load(MEMBER.read_text(), Loader=_CfnLoader)  # noqa: S506
+    rules = {k: v["Properties"] for k, v in member["Resources"].items() if v["Type"] == "AWS::Events::Rule"}
+    assert {k: v["EventPattern"] for k, v in rules.items()} == all_patterns(default_catalogue())
+    for rule in rules.values():
+        (target,) = rule["Targets"]
+        assert target["Arn"] == {"Ref": "CentralBusArn"}
+        assert "DeadLetterConfig" in target

@@ -16,20 +16,16 @@ if TYPE_CHECKING:
     from mypy_boto3_sts import STSClient
 
 
-def _config() -> Any:
+def client_config(*, lookup: bool = False) -> Any:
     from botocore.config import Config
 
+    if lookup:
+        # Lookups only refine a decision; a slow one must not hold up a containment, and failing means
+        # "cannot be known", which is decided against the agent anyway.
+        return Config(retries={"mode": "standard", "max_attempts": 2}, connect_timeout=1, read_timeout=2)
     # Adaptive retries ride out IAM throttling during a storm; short timeouts keep a hung endpoint
     # from eating the invocation that should be containing an agent.
     return Config(retries={"mode": "adaptive", "max_attempts": 8}, connect_timeout=2, read_timeout=5)
-
-
-def _lookup_config() -> Any:
-    from botocore.config import Config
-
-    # Lookups only refine a decision; a slow one must not hold up a containment, and failing means
-    # "cannot be known", which is decided against the agent anyway.
-    return Config(retries={"mode": "standard", "max_attempts": 2}, connect_timeout=1, read_timeout=2)
 
 
 @dataclass
@@ -51,7 +47,7 @@ class AwsClients:
                         import boto3
 
                         self.session = boto3.session.Session()
-                    config = _lookup_config() if region else _config()
+                    config = client_config(lookup=bool(region))
                     client = self.session.client(service, region_name=region, config=config)  # type: ignore[call-overload]
                     self._cache[name] = client
         return client
@@ -75,6 +71,10 @@ class AwsClients:
     @property
     def sqs(self) -> SQSClient:
         return self._client("sqs")  # type: ignore[no-any-return]
+
+    @property
+    def organizations(self) -> Any:
+        return self._client("organizations")
 
     @property
     def dynamodb(self) -> DynamoDBClient:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from guardrail.environments import CategoryDecision, Ephemeral, Policy, ThresholdHit
-from guardrail.model import ApiCall, Category, Decision, PrincipalKind, Severity, Verdict
+from guardrail.model import ApiCall, Category, Decision, Environment, PrincipalKind, Severity, Verdict
 from guardrail.rules import Catalogue, Rule, default_catalogue
 
 if TYPE_CHECKING:
@@ -28,15 +28,18 @@ def classify(
     settings: Settings,
     catalogue: Catalogue | None = None,
     lifecycle: LifecycleLookup | None = None,
+    environment_of: Callable[[str], Environment] | None = None,
 ) -> Verdict:
     """The catalogue says what the call is and how severe it is anywhere; the policy of the account's
-    environment says what to do about it when an agent made it."""
+    environment says what to do about it when an agent made it. `environment_of` may look the account up
+    (its Organizations tag); it is asked only about an agent's calls."""
     catalogue = catalogue or default_catalogue()
     principal = call.principal
-    environment = settings.environment_of(call.account)
-    policy = settings.policies[environment]
     arns = principal.arns
     is_agent = settings.agent_principals.matches(*arns)
+    lookup = environment_of if environment_of is not None and is_agent else settings.environment_of
+    environment = lookup(call.account)
+    policy = settings.policies[environment]
     is_protected = is_agent and settings.protected_principals.matches(*arns)
     matched = catalogue.matching(call)
     notes: list[str] = []

@@ -192,7 +192,14 @@ def incidents_command(*, as_json: bool, limit: int) -> int:
 
 
 def patterns_command(*, write: bool = False) -> int:
-    from guardrail.patterns import all_patterns, forwarder_patterns, forwarder_rules, rewrite, template_events
+    from guardrail.patterns import (
+        all_patterns,
+        forwarder_patterns,
+        forwarder_rules,
+        member_rules,
+        rewrite,
+        template_events,
+    )
     from guardrail.replay import find_project_file
     from guardrail.rules import default_catalogue
 
@@ -201,6 +208,7 @@ def patterns_command(*, write: bool = False) -> int:
         for name, block, indent in (
             ("template.yaml", template_events(catalogue), 8),
             ("forwarder.yaml", forwarder_rules(catalogue), 2),
+            ("member.yaml", member_rules(catalogue), 2),
         ):
             path = find_project_file(name)
             path.write_text(rewrite(path.read_text(), block, indent))

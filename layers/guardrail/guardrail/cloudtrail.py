@@ -153,6 +153,7 @@ def api_call_of(record: CloudTrailRecord, envelope_account: str | None = None) -
         user_agent=record.user_agent,
         read_only=record.read_only,
         request_id=record.request_id,
+        delivered_by=envelope_account,
     )
 
 

@@ -15,3 +15,7 @@ class ConfigurationError(GuardrailError):
 
 class CatalogueError(GuardrailError):
     """The rule catalogue is malformed: caught at import, before any event is handled."""
+
+
+class RefusedEventError(GuardrailError):
+    """A readable event that must not be acted on: forged, or from an account this responder does not serve."""

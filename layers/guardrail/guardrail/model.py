@@ -116,6 +116,7 @@ class ApiCall:
     user_agent: str | None = None
     read_only: bool | None = None
     request_id: str | None = None
+    delivered_by: str | None = None  # the EventBridge envelope's account: who put the event on the bus
 
 
 @dataclass(frozen=True, slots=True)

@@ -249,29 +249,49 @@ def template_events(catalogue: Catalogue) -> list[str]:
     return [f"        {line}" for line in lines]
 
 
-def forwarder_rules(catalogue: Catalogue) -> list[str]:
-    """forwarder.yaml's rules (2 spaces in)."""
+def _bus_rules(patterns: dict[str, dict[str, Any]], target: list[str], states: dict[str, str]) -> list[str]:
+    """AWS::Events::Rule resources (2 spaces in) sending each pattern to another event bus."""
     lines: list[str] = []
-    for name, pattern in forwarder_patterns(catalogue).items():
+    for name, pattern in patterns.items():
         lines += [
             f"{name}:",
             "  Type: AWS::Events::Rule",
             "  Properties:",
-            f"    State: !If [{OPTIONAL_RULES[name]}, ENABLED, DISABLED]"
-            if name in OPTIONAL_RULES
-            else "    State: ENABLED",
+            f"    State: {states.get(name, 'ENABLED')}",
             "    EventPattern:",
             *[line[2:] for line in _yaml(pattern, 8)],
             "    Targets:",
-            "      - Id: ResponderRegionBus",
-            '        Arn: !Sub "arn:${AWS::Partition}:events:${ResponderRegion}:${AWS::AccountId}:event-bus/default"',
-            "        RoleArn: !GetAtt ForwardRole.Arn",
+            *[f"      {t}" for t in target],
             *[f"        {r}" for r in _RETRY],
             "        DeadLetterConfig:",
             "          Arn: !GetAtt ForwardDeadLetters.Arn",
             "",
         ]
     return [f"  {line}" if line else "" for line in lines]
+
+
+def _optional_states(patterns: dict[str, dict[str, Any]]) -> dict[str, str]:
+    return {n: f"!If [{OPTIONAL_RULES[n]}, ENABLED, DISABLED]" for n in patterns if n in OPTIONAL_RULES}
+
+
+def forwarder_rules(catalogue: Catalogue) -> list[str]:
+    """forwarder.yaml's rules (2 spaces in)."""
+    patterns = forwarder_patterns(catalogue)
+    target = [
+        "- Id: ResponderRegionBus",
+        '  Arn: !Sub "arn:${AWS::Partition}:events:${ResponderRegion}:${AWS::AccountId}:event-bus/default"',
+        "  RoleArn: !GetAtt ForwardRole.Arn",
+    ]
+    return _bus_rules(patterns, target, _optional_states(patterns))
+
+
+def member_rules(catalogue: Catalogue) -> list[str]:
+    """member.yaml's rules (2 spaces in): the responder's own routing, sent to the central event bus."""
+    patterns = all_patterns(catalogue)
+    target = ["- Id: CentralBus", "  Arn: !Ref CentralBusArn", "  RoleArn: !GetAtt ForwardRole.Arn"]
+    states = _optional_states(patterns)
+    states["AccessDenied"] = "!If [RoutesReadOnly, ENABLED_WITH_ALL_CLOUDTRAIL_MANAGEMENT_EVENTS, ENABLED]"
+    return _bus_rules(patterns, target, states)
 
 
 def rewrite(text: str, block: list[str], indent: int) -> str:

@@ -182,6 +182,9 @@ class EmbeddedAws:
         key = iam.create_access_key(UserName="guardrail-responder")["AccessKey"]
         os.environ["AWS_ACCESS_KEY_ID"] = key["AccessKeyId"]
         os.environ["AWS_SECRET_ACCESS_KEY"] = key["SecretAccessKey"]
+        # From here moto finds each request's account from its access key: the responder's own, or an
+        # assumed role's in a member account. MOTO_ACCOUNT_ID would pin every request to this account.
+        os.environ.pop("MOTO_ACCOUNT_ID", None)
         if self.enforce_iam:
             self._post("/moto-api/reset-auth", "0")  # from here on, every request is authorised by IAM
         self._provision_responder()

@@ -33,7 +33,7 @@ from guardrail.containment import (
     principal_key,
     undo_records,
 )
-from guardrail.errors import ConfigurationError, InvalidEventError
+from guardrail.errors import ConfigurationError, InvalidEventError, RefusedEventError
 from guardrail.incidents import (
     Claim,
     Incident,
@@ -45,8 +45,9 @@ from guardrail.incidents import (
     new_incident_id,
 )
 from guardrail.lifecycle import resolver as lifecycle_resolver
-from guardrail.model import ApiCall, Decision, PrincipalKind, Verdict
+from guardrail.model import ApiCall, Decision, Environment, PrincipalKind, Verdict
 from guardrail.notify import attributes, incident_message, release_message, sns_payload
+from guardrail.organizations import Directory, MemberAccessError, MemberSessions, refusal
 from guardrail.settings import Settings
 from guardrail.telemetry import logger, metrics
 from guardrail.windows import Bucket, Tally, reached, tally_of
@@ -78,11 +79,70 @@ class Runtime:
     _identity: ResponderIdentity | None = None
     _store: IncidentStore | None = None
 
+    _directory: Directory | None = None
+    _members: MemberSessions | None = None
+
     def iam_for(self, account: str) -> IAMClient | None:
-        """IAM in `account`, if this responder can reach it (by default: its own account only)."""
+        """IAM in `account`, if this responder can reach it: its own account, and members' through their
+        containment role when it is a central responder."""
         if self.iam_provider is None:
             self.iam_provider = SameAccountIam(self.aws, self.identity().account)
-        return self.iam_provider.iam_for(account)
+        own = self.iam_provider.iam_for(account)
+        if own is not None or (members := self.members()) is None:
+            return own
+        return members.iam_for(account)
+
+    def can_reach(self, account: str) -> bool:
+        """Whether IAM in `account` is within reach, without reaching for it (no role is assumed here)."""
+        if self.iam_provider is None:
+            self.iam_provider = SameAccountIam(self.aws, self.identity().account)
+        if self.iam_provider.iam_for(account) is not None:
+            return True
+        return self.members() is not None and self.is_member(account)
+
+    def members(self) -> MemberSessions | None:
+        settings = self.settings
+        if settings.member_role_name is None or settings.member_external_id is None:
+            return None
+        if self._members is None:
+            self._members = MemberSessions(
+                sts=lambda: self.aws.sts,
+                role_name=settings.member_role_name,
+                external_id=settings.member_external_id,
+                is_member=self.is_member,
+            )
+        return self._members
+
+    def directory(self) -> Directory:
+        if self._directory is None:
+            self._directory = Directory(
+                client=lambda: self.aws.organizations,
+                organization_id=self.settings.organization_id,
+                environment_tag=self.settings.environment_tag,
+            )
+        return self._directory
+
+    def is_member(self, account: str) -> bool:
+        """Whether a central responder serves this account (its own always)."""
+        if account == self.identity().account:
+            return True
+        if self.settings.member_accounts:
+            return account in self.settings.member_accounts
+        if self.settings.organization_id:
+            return self.directory().is_member(account)
+        return False
+
+    def environment_of(self, account: str) -> Environment:
+        """GUARDRAIL_ACCOUNT_ENVIRONMENTS first, then the account's Organizations tag (cached), then the
+        default: production."""
+        named = self.settings.account_environments.get(account)
+        if named is not None:
+            return named
+        if self.settings.environment_tag:
+            tagged = self.directory().environment(account)
+            if tagged is not None:
+                return tagged
+        return self.settings.default_environment
 
     @property
     def store(self) -> IncidentStore:
@@ -98,7 +158,10 @@ class Runtime:
         return lifecycle_resolver(self._ec2_for)(call)
 
     def _ec2_for(self, account: str, region: str) -> EC2Client | None:
-        return self.aws.ec2_in(region) if account == self.identity().account else None
+        if account == self.identity().account:
+            return self.aws.ec2_in(region)
+        members = self.members()
+        return members.ec2_for(account, region) if members is not None else None
 
     def identity(self) -> ResponderIdentity:
         """Who the responder runs as; asked of STS once, and only when a containment needs it."""
@@ -160,10 +223,14 @@ def handle_event(event: object, rt: Runtime) -> Outcome:
         call = parse_event(event)
     except InvalidEventError as exc:
         return quarantine(event, exc, rt)
-    return respond(classify(call, rt.settings, lifecycle=rt.lifecycle), rt, started)
+    forged = refusal(call, call.account, lambda _account: True)  # pure: before any lookup
+    if forged is not None:
+        return quarantine(event, RefusedEventError(forged), rt)
+    verdict = classify(call, rt.settings, lifecycle=rt.lifecycle, environment_of=rt.environment_of)
+    return respond(verdict, rt, started, event)
 
 
-def respond(verdict: Verdict, rt: Runtime, started: float) -> Outcome:
+def respond(verdict: Verdict, rt: Runtime, started: float, event: object = None) -> Outcome:
     """Act on a verdict, after the principal's windows have had their say.
 
     An event the catalogue ignores and no window counts makes no AWS call at all. Otherwise one consistent
@@ -178,6 +245,13 @@ def respond(verdict: Verdict, rt: Runtime, started: float) -> Outcome:
     is_root = call.principal.kind is PrincipalKind.ROOT
     if verdict.decision is Decision.IGNORE and tally is None and not is_root:
         return Outcome(status="ignored", verdict=verdict)  # no AWS call at all
+    if rt.settings.is_central:
+        # A central responder acts only for its members; anything else is kept, never acted on.
+        foreign = refusal(call, rt.identity().account, rt.is_member)
+        if foreign is not None:
+            return quarantine(
+                event if event is not None else verdict.summary(), RefusedEventError(foreign), rt
+            )
 
     keys = [key, _report_key(key, verdict)] + ([_report_key(key, None)] if tally else [])
     found = rt.store.lookup(keys, call.event_id, tally)
@@ -291,7 +365,7 @@ def contain(
     """Stop the agent, once per principal, record it, then tell people. Raises ContainmentFailed when
     IAM refuses, after recording and announcing the failure."""
     settings, call = rt.settings, verdict.call
-    plan = plan_containment(verdict, settings, rt.identity(), reachable=lambda a: rt.iam_for(a) is not None)
+    plan = plan_containment(verdict, settings, rt.identity(), reachable=rt.can_reach)
     store = rt.store
     if plan.blocked is Blocked.REFUSED:
         # The classifier never decides contain for these: if we get here, something upstream is wrong.
@@ -331,11 +405,12 @@ def contain(
         incident.actions = [a.describe(plan.target, ref).to_item() for a in plan.actions]
         return _opened(claim("dry_run", {"would": incident.actions}), verdict, incident, rt, mark_event)
 
-    iam = rt.iam_for(plan.target.account)
-    assert iam is not None  # the planner only plans for reachable accounts
     try:
+        iam = rt.iam_for(plan.target.account)
+        assert iam is not None  # the planner only plans for reachable accounts
         records = apply_plan(plan, ref, iam, started)
-    except ContainmentFailed as exc:
+    except (ContainmentFailed, MemberAccessError) as error:
+        exc = error if isinstance(error, ContainmentFailed) else ContainmentFailed(str(error), [])
         incident.status = IncidentStatus.FAILED
         incident.actions = [r.to_item() for r in exc.records]
         incident.error = str(exc)
@@ -347,7 +422,9 @@ def contain(
             _announce(verdict, incident, rt)
         except Exception:
             logger.exception("could not record or announce the failed containment")
-        raise
+        if exc is error:
+            raise
+        raise exc from error
 
     incident.actions = [r.to_item() for r in records]
     incident.containment_ms = records[0].ms if records else None
@@ -595,12 +672,19 @@ def release(principal: str, reason: str, released_by: str, rt: Runtime) -> Incid
     return released
 
 
-def quarantine(event: object, error: InvalidEventError, rt: Runtime) -> Outcome:
-    """Log, count and keep an event we cannot read. Without a quarantine queue, fail the invocation
-    so Lambda's on-failure destination keeps it instead: never drop it."""
+def quarantine(event: object, error: InvalidEventError | RefusedEventError, rt: Runtime) -> Outcome:
+    """Log, count and keep an event we cannot read or must not act on. Without a quarantine queue, fail
+    the invocation so Lambda's on-failure destination keeps it instead: never drop it."""
     reason = str(error)
-    metrics.add_metric(name="InvalidEvents", unit=MetricUnit.Count, value=1)
-    logger.error("invalid event quarantined", extra={"reason": reason, "event_preview": _preview(event)})
+    refused = isinstance(error, RefusedEventError)
+    if refused:
+        metrics.add_metric(name="RefusedEvents", unit=MetricUnit.Count, value=1)
+    else:
+        metrics.add_metric(name="InvalidEvents", unit=MetricUnit.Count, value=1)
+    logger.error(
+        "refused event quarantined" if refused else "invalid event quarantined",
+        extra={"reason": reason, "event_preview": _preview(event)},
+    )
     queue = rt.settings.quarantine_queue_url
     if queue is None:
         raise error
@@ -611,7 +695,7 @@ def quarantine(event: object, error: InvalidEventError, rt: Runtime) -> Outcome:
     if len(body) > _QUARANTINE_EVENT_LIMIT:
         body = json.dumps({"reason": reason, "truncated": True, "event_preview": _preview(event, 100_000)})
     rt.aws.sqs.send_message(QueueUrl=queue, MessageBody=body)
-    return Outcome(status="quarantined", error=reason)
+    return Outcome(status="refused" if refused else "quarantined", error=reason)
 
 
 def _preview(event: object, limit: int = 2000) -> str:

@@ -27,6 +27,8 @@ DEFAULT_AGENT_PRINCIPALS = (
     "arn:aws:iam::*:user/ai-agent*",
 )
 _ACCOUNT_ID = re.compile(r"^\d{12}$")
+_ORGANIZATION_ID = re.compile(r"^o-[a-z0-9]{10,32}$")
+_ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
 
 
 class ContainmentMode(StrEnum):
@@ -75,6 +77,16 @@ class Settings:
     quarantine_queue_url: str | None = None
     runbook_url: str | None = None
     policies: Policies = field(default_factory=default_policies)
+    # A central responder for an organization (docs/organizations.md); all unset: this account only.
+    member_role_name: str | None = None
+    member_external_id: str | None = None
+    member_accounts: frozenset[str] = frozenset()
+    organization_id: str | None = None
+    environment_tag: str | None = None
+
+    @property
+    def is_central(self) -> bool:
+        return self.member_role_name is not None
 
     def environment_of(self, account: str) -> Environment:
         # Unknown accounts are production: never guess in the agent's favour.
@@ -172,6 +184,14 @@ class Settings:
                 problems.append(f"GUARDRAIL_ENVIRONMENT_POLICIES: {exc}")
                 return default_policies()
 
+        def accounts(name: str) -> frozenset[str]:
+            raw = text(name)
+            items = frozenset(a.strip() for a in (raw or "").split(",") if a.strip())
+            for item in sorted(items):
+                if not _ACCOUNT_ID.match(item):
+                    problems.append(f"{name}: {item!r} is not a 12-digit account id")
+            return items
+
         agents = patterns("GUARDRAIL_AGENT_PRINCIPALS", DEFAULT_AGENT_PRINCIPALS)
         if not agents.patterns:
             problems.append("GUARDRAIL_AGENT_PRINCIPALS: empty, so no principal would ever be contained")
@@ -192,7 +212,31 @@ class Settings:
             quarantine_queue_url=text("GUARDRAIL_QUARANTINE_QUEUE_URL"),
             runbook_url=text("GUARDRAIL_RUNBOOK_URL"),
             policies=policies(),
+            member_role_name=text("GUARDRAIL_MEMBER_ROLE_NAME"),
+            member_external_id=text("GUARDRAIL_MEMBER_EXTERNAL_ID"),
+            member_accounts=accounts("GUARDRAIL_MEMBER_ACCOUNTS"),
+            organization_id=text("GUARDRAIL_ORGANIZATION_ID"),
+            environment_tag=text("GUARDRAIL_ENVIRONMENT_TAG"),
         )
+        if settings.organization_id and not _ORGANIZATION_ID.match(settings.organization_id):
+            problems.append(
+                f"GUARDRAIL_ORGANIZATION_ID: {settings.organization_id!r} is not an organization id (o-...)"
+            )
+        if settings.member_role_name:
+            if not _ROLE_NAME.match(settings.member_role_name):
+                problems.append(
+                    f"GUARDRAIL_MEMBER_ROLE_NAME: {settings.member_role_name!r} is not a role name"
+                )
+            if not settings.member_external_id or len(settings.member_external_id) < 16:
+                problems.append(
+                    "GUARDRAIL_MEMBER_EXTERNAL_ID: required with GUARDRAIL_MEMBER_ROLE_NAME, at least 16 "
+                    "characters (the member roles' trust policies require it)"
+                )
+            if not settings.member_accounts and not settings.organization_id:
+                problems.append(
+                    "GUARDRAIL_MEMBER_ROLE_NAME is set but no member is named: set GUARDRAIL_MEMBER_ACCOUNTS "
+                    "or GUARDRAIL_ORGANIZATION_ID, or an event naming any account could be acted on"
+                )
         if settings.runbook_url and not settings.runbook_url.startswith("https://"):
             problems.append(f"GUARDRAIL_RUNBOOK_URL: {settings.runbook_url!r} is not an https:// URL")
         if settings.contain_at.rank < Severity.MEDIUM.rank:
