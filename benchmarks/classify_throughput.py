@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 
 from guardrail.classifier import classify
-from guardrail.cloudtrail import parse_event
+from guardrail.cloudtrail import parse_line
 from guardrail.rules import default_catalogue
 from guardrail.settings import Settings
 
@@ -44,9 +44,10 @@ def baseline(lines: list[str]) -> int:
 
 
 def classified(lines: list[str], settings: Settings) -> int:
+    """What `guardrail classify` does with each line of a JSON Lines file."""
     out = io.StringIO()
     for line in lines:
-        verdict = classify(parse_event(json.loads(line)), settings)
+        verdict = classify(parse_line(line), settings)
         out.write(json.dumps(verdict.summary()) + "\n")
     return out.tell()
 

@@ -293,7 +293,8 @@ def test_notification_permissions_are_exactly_what_the_code_declares(template: d
 
 
 def test_alarms_watch_real_metrics_and_notify_the_topic(template: dict[str, Any]) -> None:
-    source = (ROOT / "layers" / "guardrail" / "guardrail" / "responder.py").read_text()
+    package = ROOT / "layers" / "guardrail" / "guardrail"
+    source = (package / "responder.py").read_text() + (package / "response.py").read_text()
     alarms = {
         k: v["Properties"] for k, v in template["Resources"].items() if v["Type"] == "AWS::CloudWatch::Alarm"
     }

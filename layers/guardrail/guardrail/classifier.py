@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from guardrail.environments import CategoryDecision, Ephemeral, Policy, ThresholdHit
@@ -84,20 +84,23 @@ def classify(
         severity = Severity.CRITICAL
         notes.append(ROOT_NOTE)
 
-    decision, reason = _decide(
-        _Facts(
+    if principal.kind is PrincipalKind.ROOT:
+        decision, reason = Decision.NOTIFY, "root user activity is always reported; IAM cannot contain root"
+    elif category is Category.BENIGN:
+        decision, reason = Decision.IGNORE, "no rule matches this call"
+    elif not is_agent:
+        decision, reason = _decide_other(severity, settings)
+    else:
+        decision, reason = _decide_agent(
             category,
             severity,
-            is_agent,
             is_protected,
-            principal.kind,
             bool(call.error_code),
             ephemeral_allowed,
-        ),
-        rules,
-        policy,
-        settings,
-    )
+            rules,
+            policy,
+            settings,
+        )
     if rules:
         reason = f"{rules[0].title}: {reason}"
     if notes:
@@ -138,61 +141,56 @@ def _lifecycle(
     return False, severity.lowered()
 
 
-@dataclass(frozen=True, slots=True)
-class _Facts:
-    category: Category
-    severity: Severity
-    is_agent: bool
-    is_protected: bool
-    kind: PrincipalKind
-    failed: bool
-    ephemeral_allowed: bool
-
-
-def _decide(
-    facts: _Facts, rules: tuple[Rule, ...], policy: Policy, settings: Settings
-) -> tuple[Decision, str]:
-    category, severity, env = facts.category, facts.severity, policy.environment
-    what = category.value.replace("_", " ")
-    if facts.kind is PrincipalKind.ROOT:
-        return Decision.NOTIFY, "root user activity is always reported; IAM cannot contain root"
-    if category is Category.BENIGN:
-        return Decision.IGNORE, "no rule matches this call"
-    if not facts.is_agent:
-        if severity.at_least(settings.notify_others_at):
-            return Decision.NOTIFY, (
-                f"{severity} call by a principal that is not a watched agent: reported, never contained"
-            )
-        return Decision.IGNORE, (
-            f"not a watched agent, and {severity} is below GUARDRAIL_NOTIFY_OTHERS_AT={settings.notify_others_at}"
+def _decide_other(severity: Severity, settings: Settings) -> tuple[Decision, str]:
+    if severity.at_least(settings.notify_others_at):
+        return Decision.NOTIFY, (
+            f"{severity} call by a principal that is not a watched agent: reported, never contained"
         )
-    rule = policy.rule_for(category)
-    choice = rule.failed if facts.failed else rule.decision
-    by_rule = next(
-        (r.id for r in rules if category is not Category.ACCESS_DENIED and policy.contains_rule(r.id)), None
+    return Decision.IGNORE, (
+        f"not a watched agent, and {severity} is below GUARDRAIL_NOTIFY_OTHERS_AT={settings.notify_others_at}"
     )
-    if by_rule is not None:
-        return _contain(facts, f"{by_rule} always contains an agent in {env}")
-    if facts.ephemeral_allowed:
+
+
+def _decide_agent(
+    category: Category,
+    severity: Severity,
+    is_protected: bool,
+    failed: bool,
+    ephemeral_allowed: bool,
+    rules: tuple[Rule, ...],
+    policy: Policy,
+    settings: Settings,
+) -> tuple[Decision, str]:
+    env = policy.environment
+    if policy.contain_rules and category is not Category.ACCESS_DENIED:
+        by_rule = next((r.id for r in rules if policy.contains_rule(r.id)), None)
+        if by_rule is not None:
+            return _contain(is_protected, f"{by_rule} always contains an agent in {env}")
+    if ephemeral_allowed:
         return Decision.IGNORE, f"agents may delete ephemeral resources in {env}"
+    rule = policy.rule_for(category)
+    choice = rule.failed if failed else rule.decision
     if choice is CategoryDecision.CONTAIN:
-        outcome = "a failed " if facts.failed else ""
-        return _contain(facts, f"{outcome}{what} call by an agent contains in {env}")
+        what = category.value.replace("_", " ")
+        return _contain(
+            is_protected, f"{'a failed ' if failed else ''}{what} call by an agent contains in {env}"
+        )
     if choice is CategoryDecision.NOTIFY:
+        what = category.value.replace("_", " ")
         return Decision.NOTIFY, f"{what} by an agent is reported, never contained, in {env}"
     if choice is CategoryDecision.IGNORE:
         return Decision.IGNORE, f"agents may do this in {env}"
     if severity.at_least(settings.contain_at):
         return _contain(
-            facts, f"agent call at {severity}, at or above GUARDRAIL_CONTAIN_AT={settings.contain_at}"
+            is_protected, f"agent call at {severity}, at or above GUARDRAIL_CONTAIN_AT={settings.contain_at}"
         )
     if severity.at_least(settings.notify_at):
         return Decision.NOTIFY, f"agent call at {severity}, below GUARDRAIL_CONTAIN_AT={settings.contain_at}"
     return Decision.IGNORE, f"agent call at {severity}, below GUARDRAIL_NOTIFY_AT={settings.notify_at}"
 
 
-def _contain(facts: _Facts, why: str) -> tuple[Decision, str]:
-    if facts.is_protected:
+def _contain(is_protected: bool, why: str) -> tuple[Decision, str]:
+    if is_protected:
         return (
             Decision.NOTIFY,
             f"{why}, but it matches GUARDRAIL_PROTECTED_PRINCIPALS: reported, never contained",

@@ -108,13 +108,14 @@ def main(argv: list[str] | None = None) -> int:
 def classify_command(paths: list[Path], out: TextIO, err: TextIO) -> int:
     from guardrail.classifier import classify
     from guardrail.cloudtrail import event_files, parse_event, read_documents
+    from guardrail.model import ApiCall
     from guardrail.settings import Settings
 
     settings = Settings.from_env()
     failed = 0
     for path in event_files(paths):
         try:
-            documents = list(read_documents(path))
+            documents = list(read_documents(path, parse_envelopes=True))
         except (OSError, InvalidEventError) as exc:
             print(f"guardrail: {path}: {exc}", file=err)
             failed += 1
@@ -123,7 +124,8 @@ def classify_command(paths: list[Path], out: TextIO, err: TextIO) -> int:
             try:
                 if isinstance(document, InvalidEventError):
                     raise document
-                verdict = classify(parse_event(document), settings)
+                call = document if isinstance(document, ApiCall) else parse_event(document)
+                verdict = classify(call, settings)
             except InvalidEventError as exc:
                 print(f"guardrail: {where}: invalid event: {exc}", file=err)
                 failed += 1

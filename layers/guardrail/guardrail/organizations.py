@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from guardrail.cloudtrail import forgery
 from guardrail.errors import GuardrailError
 from guardrail.model import Environment
 
@@ -43,13 +44,9 @@ class MemberAccessError(GuardrailError):
 
 def refusal(call: ApiCall, own_account: str, is_member: Callable[[str], bool]) -> str | None:
     """Why this event must not be acted on, or None. Pure."""
-    if call.delivered_by and call.account and call.delivered_by != call.account:
-        # EventBridge sets the envelope's account to the sender; a record naming another account was
-        # forged or mangled on the way.
-        return (
-            f"event put on the bus by account {call.delivered_by} names account {call.account}: refused as "
-            "forged; nothing was done"
-        )
+    forged = forgery(call)
+    if forged is not None:
+        return forged
     if call.account and call.account != own_account and not is_member(call.account):
         return (
             f"account {call.account} is not a member this responder serves (GUARDRAIL_MEMBER_ACCOUNTS or "

@@ -1,9 +1,8 @@
-"""What the handler does with an event: classify it, act on the verdict, and keep what it cannot read.
+"""The handler's entry: parse, classify, and either stop there (ignored: no AWS call) or act.
 
-Order matters during an incident: when the decision is contain, the IAM write that stops the agent is the
-first AWS write for the event (a consistent read of the state table comes before it, to avoid repeating a
-containment); recording the incident comes after, and notifying after that. Nothing after the IAM write
-can undo or delay it.
+Acting (windows, containment, reports, release) lives in guardrail.response and is imported only when an
+event calls for it: an ignored event loads none of it, which keeps the cold start small. What cannot be
+read, or must not be acted on, is kept (quarantine), never dropped.
 """
 
 from __future__ import annotations
@@ -17,40 +16,12 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools.metrics import MetricUnit
 
 from guardrail.aws import AwsClients, IamProvider, SameAccountIam
-from guardrail.classifier import classify, escalate
-from guardrail.cloudtrail import parse_event
-from guardrail.containment import (
-    CONSISTENCY_NOTE,
-    ActionRecord,
-    Blocked,
-    ContainmentFailed,
-    ContainmentPlan,
-    IncidentRef,
-    ResponderIdentity,
-    Target,
-    apply_plan,
-    plan_containment,
-    principal_key,
-    undo_records,
-)
+from guardrail.classifier import classify
+from guardrail.cloudtrail import forgery, parse_event
 from guardrail.errors import ConfigurationError, InvalidEventError, RefusedEventError
-from guardrail.incidents import (
-    Claim,
-    Incident,
-    IncidentStatus,
-    IncidentStore,
-    Lookup,
-    OpenIncident,
-    ReleaseError,
-    new_incident_id,
-)
-from guardrail.lifecycle import resolver as lifecycle_resolver
-from guardrail.model import ApiCall, Decision, Environment, PrincipalKind, Verdict
-from guardrail.notify import attributes, incident_message, release_message, sns_payload
-from guardrail.organizations import Directory, MemberAccessError, MemberSessions, refusal
+from guardrail.model import ApiCall, Category, Decision, Environment, PrincipalKind, Verdict
 from guardrail.settings import Settings
 from guardrail.telemetry import logger, metrics
-from guardrail.windows import Bucket, Tally, reached, tally_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -58,7 +29,9 @@ if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_iam import IAMClient
 
-    from guardrail.environments import ThresholdHit
+    from guardrail.containment import ResponderIdentity
+    from guardrail.incidents import Incident, IncidentStore
+    from guardrail.organizations import Directory, MemberSessions
 
 # SQS takes 256 KiB a message; keep room for the envelope around the rejected event.
 _QUARANTINE_EVENT_LIMIT = 200_000
@@ -105,6 +78,8 @@ class Runtime:
         if settings.member_role_name is None or settings.member_external_id is None:
             return None
         if self._members is None:
+            from guardrail.organizations import MemberSessions
+
             self._members = MemberSessions(
                 sts=lambda: self.aws.sts,
                 role_name=settings.member_role_name,
@@ -115,6 +90,8 @@ class Runtime:
 
     def directory(self) -> Directory:
         if self._directory is None:
+            from guardrail.organizations import Directory
+
             self._directory = Directory(
                 client=lambda: self.aws.organizations,
                 organization_id=self.settings.organization_id,
@@ -149,13 +126,17 @@ class Runtime:
         if self._store is None:
             if not self.settings.state_table:
                 raise ConfigurationError("GUARDRAIL_STATE_TABLE is not set: incidents need the state table")
+            from guardrail.incidents import IncidentStore
+
             self._store = IncidentStore(self.aws.dynamodb, self.settings.state_table, self.clock)
         return self._store
 
     def lifecycle(self, call: ApiCall) -> bool | None:
         """Whether the resource a destructive call acts on is tagged Lifecycle=ephemeral (None: unknown).
         Asked only where the call's environment considers the tag."""
-        return lifecycle_resolver(self._ec2_for)(call)
+        from guardrail.lifecycle import resolver
+
+        return resolver(self._ec2_for)(call)
 
     def _ec2_for(self, account: str, region: str) -> EC2Client | None:
         if account == self.identity().account:
@@ -166,6 +147,8 @@ class Runtime:
     def identity(self) -> ResponderIdentity:
         """Who the responder runs as; asked of STS once, and only when a containment needs it."""
         if self._identity is None:
+            from guardrail.containment import ResponderIdentity
+
             caller = self.aws.sts.get_caller_identity()
             self._identity = ResponderIdentity.from_caller_arn(caller["Account"], caller["Arn"])
         return self._identity
@@ -223,7 +206,7 @@ def handle_event(event: object, rt: Runtime) -> Outcome:
         call = parse_event(event)
     except InvalidEventError as exc:
         return quarantine(event, exc, rt)
-    forged = refusal(call, call.account, lambda _account: True)  # pure: before any lookup
+    forged = forgery(call)  # before any lookup, in every mode
     if forged is not None:
         return quarantine(event, RefusedEventError(forged), rt)
     verdict = classify(call, rt.settings, lifecycle=rt.lifecycle, environment_of=rt.environment_of)
@@ -231,46 +214,28 @@ def handle_event(event: object, rt: Runtime) -> Outcome:
 
 
 def respond(verdict: Verdict, rt: Runtime, started: float, event: object = None) -> Outcome:
-    """Act on a verdict, after the principal's windows have had their say.
-
-    An event the catalogue ignores and no window counts makes no AWS call at all. Otherwise one consistent
-    read tells whether the principal is held already, whether this event was seen, and the window counts;
-    the event is then counted exactly once, in the same transaction as whatever it opens or joins.
-    """
+    """Log and count the verdict; act on it when it calls for it. An event no rule flags, that no window
+    counts, makes no AWS call at all and never loads the code that acts."""
     _observe(verdict)
     call = verdict.call
-    policy = rt.settings.policies[verdict.environment]
-    key = principal_key(call.principal)
-    tally = tally_of(verdict, policy, key)
-    is_root = call.principal.kind is PrincipalKind.ROOT
-    if verdict.decision is Decision.IGNORE and tally is None and not is_root:
-        return Outcome(status="ignored", verdict=verdict)  # no AWS call at all
-    if rt.settings.is_central:
-        # A central responder acts only for its members; anything else is kept, never acted on.
-        foreign = refusal(call, rt.identity().account, rt.is_member)
-        if foreign is not None:
-            return quarantine(
-                event if event is not None else verdict.summary(), RefusedEventError(foreign), rt
-            )
+    if verdict.decision is Decision.IGNORE and call.principal.kind is not PrincipalKind.ROOT:
+        counted = (
+            verdict.is_agent
+            and verdict.category not in (Category.BENIGN, Category.ROOT_ACTIVITY)
+            and rt.settings.policies[verdict.environment].thresholds
+        )
+        if not counted:
+            return Outcome(status="ignored", verdict=verdict)
+    from guardrail.response import act
 
-    keys = [key, _report_key(key, verdict)] + ([_report_key(key, None)] if tally else [])
-    found = rt.store.lookup(keys, call.event_id, tally)
-    if found.seen:
-        return _already_handled(found, verdict, rt, tally, started)
-    held = found.held.get(key)
-    if held is not None:
-        return _join(held, verdict, rt)  # held already: windows have nothing left to decide
-    bucket = found.window.get(tally.minute) if tally else None
-    if tally is not None:
-        verdict = _escalated(verdict, reached(policy, found.window, tally, include_tally=True))
-    outcome = _act(verdict, rt, started, found, tally, bucket)
-    if tally is not None and outcome.status in _WINDOW_MAY_STILL_ACT:
-        return _recheck(verdict, rt, started, tally) or outcome
-    return outcome
+    return act(verdict, rt, started, event)
 
 
-# Outcomes after which a window filled by concurrent events may still call for more.
-_WINDOW_MAY_STILL_ACT = frozenset({"counted", "reported", "joined", "duplicate"})
+def release(principal: str, reason: str, released_by: str, rt: Runtime) -> Incident:
+    """Undo exactly what the containment added, after investigation, and audit who and why."""
+    from guardrail import response
+
+    return response.release(principal, reason, released_by, rt)
 
 
 def _observe(verdict: Verdict) -> None:
@@ -294,382 +259,6 @@ def _observe(verdict: Verdict) -> None:
             "is_protected": verdict.is_protected,
         },
     )
-
-
-def _escalated(verdict: Verdict, hits: tuple[ThresholdHit, ...]) -> Verdict:
-    if not hits:
-        return verdict
-    raised = escalate(verdict, hits)
-    metrics.add_metric(name="ThresholdsReached", unit=MetricUnit.Count, value=1)
-    logger.warning(
-        "window threshold reached",
-        extra={"thresholds": [h.to_dict() for h in hits], "decision": raised.decision.value},
-    )
-    return raised
-
-
-def _act(
-    verdict: Verdict,
-    rt: Runtime,
-    started: float,
-    found: Lookup,
-    tally: Tally | None,
-    bucket: Bucket | None,
-    *,
-    mark_event: bool = True,
-) -> Outcome:
-    call = verdict.call
-    if verdict.decision is Decision.CONTAIN or call.principal.kind is PrincipalKind.ROOT:
-        # Root is never contained (nothing in IAM can), but it is recorded as an incident with the steps.
-        return contain(verdict, rt, started, found, tally, bucket, mark_event=mark_event)
-    if verdict.decision is Decision.NOTIFY:
-        return report(verdict, rt, found, tally, bucket, mark_event=mark_event)
-    assert tally is not None  # an ignored event reaches here only to be counted
-    if not rt.store.count(call.event_id, tally, bucket):
-        return Outcome(status="duplicate", verdict=verdict)
-    return Outcome(status="counted", verdict=verdict)
-
-
-def _recheck(verdict: Verdict, rt: Runtime, started: float, tally: Tally) -> Outcome | None:
-    """Read the windows again now that this event is in them. Concurrent events each read the counts
-    before any of them wrote; the last to write sees the total, so a burst that fills a window is acted on
-    even when no later event comes."""
-    policy = rt.settings.policies[verdict.environment]
-    raised = _escalated(verdict, reached(policy, rt.store.window(tally), tally, include_tally=False))
-    if _DECISION_RANK[raised.decision] <= _DECISION_RANK[verdict.decision]:
-        return None
-    return _act(raised, rt, started, Lookup({}), None, None, mark_event=False)
-
-
-_DECISION_RANK = {Decision.IGNORE: 0, Decision.NOTIFY: 1, Decision.CONTAIN: 2}
-
-
-def _report_key(key: str, verdict: Verdict | None) -> str:
-    """Reports group by principal and finding; every window spike of a principal shares one report."""
-    if verdict is None or verdict.thresholds:
-        return f"{key}#report#window"
-    finding = verdict.top_rule.id if verdict.top_rule else verdict.category.value
-    return f"{key}#report#{finding}"
-
-
-def contain(
-    verdict: Verdict,
-    rt: Runtime,
-    started: float,
-    found: Lookup,
-    tally: Tally | None = None,
-    bucket: Bucket | None = None,
-    *,
-    mark_event: bool = True,
-) -> Outcome:
-    """Stop the agent, once per principal, record it, then tell people. Raises ContainmentFailed when
-    IAM refuses, after recording and announcing the failure."""
-    settings, call = rt.settings, verdict.call
-    plan = plan_containment(verdict, settings, rt.identity(), reachable=rt.can_reach)
-    store = rt.store
-    if plan.blocked is Blocked.REFUSED:
-        # The classifier never decides contain for these: if we get here, something upstream is wrong.
-        logger.error(
-            "containment refused: reporting instead", extra={"reason": plan.reason, "event_id": call.event_id}
-        )
-        metrics.add_metric(name="ContainmentRefused", unit=MetricUnit.Count, value=1)
-        outcome = Outcome(status="refused", verdict=verdict, error=f"containment refused: {plan.reason}")
-        publish(incident_message(verdict, "refused", runbook_url=settings.runbook_url), rt)
-        if tally is not None and mark_event:
-            store.count(call.event_id, tally, bucket)
-        return outcome
-
-    key = plan.key or principal_key(call.principal)
-    incident = _new_incident(verdict, rt, key, IncidentStatus.CONTAINED, incident_id=found.failed_id)
-    incident.reason, incident.manual_steps, incident.caveats = (
-        plan.reason or verdict.reason,
-        list(plan.manual_steps),
-        list(plan.caveats),
-    )
-    ref = IncidentRef(incident.id, incident.opened_at)
-
-    def claim(kind: str, audit: dict[str, Any]) -> Claim:
-        return store.open(
-            incident, call.event_id, kind, audit, tally=tally, bucket=bucket, mark_event=mark_event
-        )
-
-    if plan.blocked is Blocked.NOT_CONTAINABLE:
-        incident.status = IncidentStatus.NOT_CONTAINABLE
-        logger.error("agent NOT CONTAINABLE here: manual steps required", extra=incident.to_dict())
-        metrics.add_metric(name="NotContainable", unit=MetricUnit.Count, value=1)
-        return _opened(claim("not_containable", {"reason": plan.reason}), verdict, incident, rt, mark_event)
-
-    assert plan.target is not None
-    if settings.dry_run:
-        incident.status = IncidentStatus.DRY_RUN
-        incident.actions = [a.describe(plan.target, ref).to_item() for a in plan.actions]
-        return _opened(claim("dry_run", {"would": incident.actions}), verdict, incident, rt, mark_event)
-
-    try:
-        iam = rt.iam_for(plan.target.account)
-        assert iam is not None  # the planner only plans for reachable accounts
-        records = apply_plan(plan, ref, iam, started)
-    except (ContainmentFailed, MemberAccessError) as error:
-        exc = error if isinstance(error, ContainmentFailed) else ContainmentFailed(str(error), [])
-        incident.status = IncidentStatus.FAILED
-        incident.actions = [r.to_item() for r in exc.records]
-        incident.error = str(exc)
-        metrics.add_metric(name="ContainmentFailures", unit=MetricUnit.Count, value=1)
-        logger.error("CONTAINMENT FAILED: the agent may still be active", extra=incident.to_dict())
-        # Record and announce, then fail the invocation so Lambda retries; neither may mask the failure.
-        try:
-            store.open(incident, call.event_id, "contain_failed", {"error": str(exc)})
-            _announce(verdict, incident, rt)
-        except Exception:
-            logger.exception("could not record or announce the failed containment")
-        if exc is error:
-            raise
-        raise exc from error
-
-    incident.actions = [r.to_item() for r in records]
-    incident.containment_ms = records[0].ms if records else None
-    incident.caveats.append(CONSISTENCY_NOTE)
-    audit = {
-        "principal": incident.principal_arn,
-        "event_ids": incident.event_ids,
-        "containment_ms": incident.containment_ms,
-        "actions": incident.actions,
-    }
-    won = claim("contain", audit)
-    if not won.won:
-        return _lost_race(plan, won, key, verdict, rt, mark_event)
-    metrics.add_metric(name="Contained", unit=MetricUnit.Count, value=1)
-    if incident.containment_ms is not None:
-        metrics.add_metric(
-            name="ContainmentLatency", unit=MetricUnit.Milliseconds, value=incident.containment_ms
-        )
-    logger.warning("agent contained", extra=incident.to_dict())
-    return _opened(won, verdict, incident, rt, mark_event)
-
-
-def report(
-    verdict: Verdict,
-    rt: Runtime,
-    found: Lookup,
-    tally: Tally | None = None,
-    bucket: Bucket | None = None,
-    *,
-    mark_event: bool = True,
-) -> Outcome:
-    """Tell people, without containing. Repeats of one finding by one principal join one report for a
-    window (summarised at most once a minute); so do events of a principal that is already contained."""
-    call = verdict.call
-    report_key = _report_key(principal_key(call.principal), verdict)
-    held = found.held.get(report_key)
-    if held is not None:
-        return _join(held, verdict, rt, tally, bucket, mark_event=mark_event)
-    incident = _new_incident(verdict, rt, report_key, IncidentStatus.REPORTED)
-    claim = rt.store.open(
-        incident,
-        call.event_id,
-        "report",
-        {"reason": verdict.reason},
-        tally=tally,
-        bucket=bucket,
-        mark_event=mark_event,
-    )
-    return _opened(claim, verdict, incident, rt, mark_event)
-
-
-def _new_incident(
-    verdict: Verdict, rt: Runtime, key: str, status: IncidentStatus, incident_id: str | None = None
-) -> Incident:
-    call, now = verdict.call, rt.clock()
-    return Incident(
-        id=incident_id or new_incident_id(now),
-        status=status,
-        key=key,
-        principal_arn=call.principal.arn,
-        account=call.account,
-        region=call.region,
-        opened_at=now,
-        verdict=verdict.summary(),
-        event_ids=[call.event_id],
-        reason=verdict.reason,
-        responder=rt.identity().arn if status is not IncidentStatus.REPORTED else None,
-        last_event_at=incident_time(now),
-        counts_by_name={call.event_name: 1},
-        summarized_by_name={call.event_name: 1},
-    )
-
-
-def incident_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _announce(
-    verdict: Verdict,
-    incident: Incident,
-    rt: Runtime,
-    *,
-    kind: str = "incident",
-    summary: dict[str, Any] | None = None,
-) -> None:
-    message = incident_message(
-        verdict,
-        incident.status.value,
-        incident,
-        kind=kind,
-        runbook_url=rt.settings.runbook_url,
-        summary=summary,
-    )
-    publish(message, rt)
-
-
-def _follow_winner(claim: Claim, key: str, verdict: Verdict, rt: Runtime, mark_event: bool = True) -> Outcome:
-    """Another invocation holds the principal: count this event into its incident, unless it is this very event."""
-    held = None if claim.duplicate else rt.store.open_for(key)
-    if held is None:
-        return Outcome(status="duplicate", verdict=verdict, incident_id=claim.incident_id)
-    # The lost claim wrote nothing, so the event is counted here; its windows were counted already
-    # only when it was marked before (mark_event=False).
-    policy = rt.settings.policies[verdict.environment]
-    tally = tally_of(verdict, policy, principal_key(verdict.call.principal)) if mark_event else None
-    return _join(held, verdict, rt, tally, None, mark_event=mark_event)
-
-
-def _opened(
-    claim: Claim, verdict: Verdict, incident: Incident, rt: Runtime, mark_event: bool = True
-) -> Outcome:
-    """After a claim: announce a new incident, or count the event into the one that won."""
-    if not claim.won:
-        return _follow_winner(claim, incident.key, verdict, rt, mark_event)
-    _announce(verdict, incident, rt)
-    rt.store.mark_notified(verdict.call.event_id)
-    notes = (
-        [incident.reason, *incident.manual_steps] if incident.status is IncidentStatus.NOT_CONTAINABLE else []
-    )
-    return Outcome(
-        status=incident.status.value,
-        verdict=verdict,
-        incident_id=incident.id,
-        actions=incident.actions,
-        containment_ms=incident.containment_ms,
-        notes=notes or list(incident.caveats),
-    )
-
-
-def _join(
-    held: OpenIncident,
-    verdict: Verdict,
-    rt: Runtime,
-    tally: Tally | None = None,
-    bucket: Bucket | None = None,
-    *,
-    mark_event: bool = True,
-) -> Outcome:
-    """Count the event into an open incident; the one invocation per interval that wins the claim sends
-    a summary of what joined since the last message."""
-    call, store = verdict.call, rt.store
-    joined = store.join(
-        held.incident_id, call.event_id, call.event_name, tally=tally, bucket=bucket, mark_event=mark_event
-    )
-    if not joined:
-        return Outcome(status="duplicate", verdict=verdict, incident_id=held.incident_id)
-    if store.claim_summary(held):
-        incident = store.get(held.incident_id)
-        if incident is not None:
-            since = datetime.fromtimestamp(held.summary_at, UTC)
-            _announce(
-                verdict, incident, rt, kind="update", summary=incident.summary_since_last(rt.clock(), since)
-            )
-            store.mark_summarized(incident)
-    return Outcome(status="joined", verdict=verdict, incident_id=held.incident_id)
-
-
-def _already_handled(
-    found: Lookup, verdict: Verdict, rt: Runtime, tally: Tally | None, started: float
-) -> Outcome:
-    """A redelivery or a retry. If the first delivery recorded the incident but failed to announce it,
-    announce now; if it counted the event but failed acting on the window it filled, act now."""
-    incident_id = found.seen_in
-    if not found.notified and incident_id is not None:
-        incident = rt.store.get(incident_id)
-        if incident is not None:
-            _announce(verdict, incident, rt)
-            rt.store.mark_notified(verdict.call.event_id)
-            return Outcome(status="notified_on_retry", verdict=verdict, incident_id=incident_id)
-    if tally is not None and tally.key not in found.held:
-        acted = _recheck(verdict, rt, started, tally)
-        if acted is not None:
-            return acted
-    return Outcome(status="duplicate", verdict=verdict, incident_id=incident_id)
-
-
-def _lost_race(
-    plan: ContainmentPlan, claim: Claim, key: str, verdict: Verdict, rt: Runtime, mark_event: bool = True
-) -> Outcome:
-    """Another invocation claimed the principal while we were writing to IAM. Our writes repeated
-    its own; redo them under its incident so the role's policy and tags name the incident on record."""
-    winner = rt.store.get(claim.incident_id)
-    iam = rt.iam_for(plan.target.account) if plan.target else None
-    if winner is not None and winner.status is IncidentStatus.CONTAINED and iam is not None:
-        apply_plan(plan, IncidentRef(winner.id, winner.opened_at), iam)
-    rt.store.record(claim.incident_id, "raced", rt.identity().arn, {"event_id": verdict.call.event_id})
-    return _follow_winner(claim, key, verdict, rt, mark_event)
-
-
-def publish(message: dict[str, Any], rt: Runtime) -> str | None:
-    """One message to the incident topic. A failure fails the invocation, so Lambda retries the event
-    and the retry announces what was recorded (never before the IAM write, never instead of it)."""
-    topic = rt.settings.topic_arn
-    if not topic:
-        logger.warning("GUARDRAIL_TOPIC_ARN is not set: incident not published", extra={"message": message})
-        return None
-    arguments: dict[str, Any] = {
-        "TopicArn": topic,
-        "MessageAttributes": attributes(message),
-        **sns_payload(message),
-    }
-    response = rt.aws.sns.publish(**arguments)
-    metrics.add_metric(name="Notifications", unit=MetricUnit.Count, value=1)
-    return str(response["MessageId"])
-
-
-def release(principal: str, reason: str, released_by: str, rt: Runtime) -> Incident:
-    """Undo exactly what the containment added, after investigation, and audit who and why."""
-    if not reason or not reason.strip():
-        raise ReleaseError("a reason is required: say why it is safe for this principal to act again")
-    if not released_by or not released_by.strip():
-        raise ReleaseError("released_by is required: who is releasing")
-    target = Target.from_arn(principal)
-    store = rt.store
-    held = store.open_for(target.key)
-    if held is None:
-        raise ReleaseError(f"{target.key} is not contained: there is no open incident for it")
-    incident = store.get(held.incident_id)
-    if incident is None:
-        raise ReleaseError(f"incident {held.incident_id} holds {target.key} but its record is missing")
-    records = [ActionRecord.from_item(a) for a in incident.actions if not a.get("details", {}).get("dry_run")]
-    iam = rt.iam_for(target.account)
-    if records and iam is None:
-        raise ReleaseError(f"{target.key} is in account {target.account}, which this responder cannot reach")
-    try:
-        undone = undo_records(records, iam) if records and iam is not None else []
-    except Exception as exc:
-        store.record(incident.id, "release_failed", released_by, {"reason": reason, "error": str(exc)})
-        raise ReleaseError(f"release of {target.key} failed, it stays contained: {exc}") from exc
-    store.close(incident, released_by.strip(), reason.strip(), [u.to_item() for u in undone])
-    # Counts from before the release would re-contain on the agent's next refused call.
-    store.forget_windows(target.key)
-    metrics.add_metric(name="Released", unit=MetricUnit.Count, value=1)
-    released = store.get(incident.id)
-    assert released is not None
-    try:
-        publish(release_message(released, rt.settings.runbook_url), rt)
-    except (
-        Exception
-    ):  # the release is done and audited: a failed announcement must not read as a failed release
-        logger.exception("released, but the release notification failed")
-    logger.warning(
-        "principal released", extra={"incident_id": incident.id, "released_by": released_by, "reason": reason}
-    )
-    return released
 
 
 def quarantine(event: object, error: InvalidEventError | RefusedEventError, rt: Runtime) -> Outcome:
