@@ -54,6 +54,9 @@ COUNT_FIELDS = (
 )
 # Later events of an open incident are summarised at most this often (SNS, and so email and Slack).
 SUMMARY_INTERVAL = timedelta(seconds=60)
+# A claim to announce an incident is taken over after this long: shorter than Lambda's first retry (about a
+# minute), longer than any publish.
+ANNOUNCE_LEASE = timedelta(seconds=30)
 WINDOW_TTL_SLACK_MINUTES = 10  # window buckets outlive their longest window by this much
 
 
@@ -526,7 +529,7 @@ class IncidentStore:
                     "Update": {
                         "TableName": self._table,
                         "Key": _event_key(event_id),
-                        "UpdateExpression": "SET incident_id = :id, notified = :no",
+                        "UpdateExpression": "SET incident_id = :id, notified = :no REMOVE announcing_at",
                         "ExpressionAttributeValues": {":id": {"S": incident.id}, ":no": {"BOOL": False}},
                     }
                 }
@@ -608,6 +611,34 @@ class IncidentStore:
                 "ConditionExpression": "attribute_not_exists(pk)",
             }
         }
+
+    def claim_announcement(self, event_id: str) -> bool:
+        """Whether this invocation announces what the event opened. Concurrent deliveries of one event all
+        see it recorded and not yet announced; one conditional write picks who announces. A claim older
+        than ANNOUNCE_LEASE is taken over: its holder failed, and Lambda's retry must announce."""
+        now = int(self._clock().timestamp())
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=_event_key(event_id),
+                UpdateExpression="SET announcing_at = :now",
+                ConditionExpression="attribute_exists(pk) AND notified = :no "
+                "AND (attribute_not_exists(announcing_at) OR announcing_at < :stale)",
+                ExpressionAttributeValues={
+                    ":now": {"N": str(now)},
+                    ":no": {"BOOL": False},
+                    ":stale": {"N": str(now - int(ANNOUNCE_LEASE.total_seconds()))},
+                },
+            )
+        except self._db.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def release_announcement(self, event_id: str) -> None:
+        """Give the claim back after a failed announcement, so the retry announces at once."""
+        self._db.update_item(
+            TableName=self._table, Key=_event_key(event_id), UpdateExpression="REMOVE announcing_at"
+        )
 
     def mark_notified(self, event_id: str) -> None:
         self._db.update_item(

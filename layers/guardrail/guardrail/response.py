@@ -314,6 +314,17 @@ def _announce(
     publish(message, rt)
 
 
+def _announce_once(verdict: Verdict, incident: Incident, rt: Runtime) -> None:
+    """Announce under a claim this invocation holds; give the claim back if the announcement fails."""
+    event_id = verdict.call.event_id
+    try:
+        _announce(verdict, incident, rt)
+    except Exception:
+        rt.store.release_announcement(event_id)
+        raise
+    rt.store.mark_notified(event_id)
+
+
 def _follow_winner(claim: Claim, key: str, verdict: Verdict, rt: Runtime, mark_event: bool = True) -> Outcome:
     """Another invocation holds the principal: count this event into its incident, unless it is this very event."""
     held = None if claim.duplicate else rt.store.open_for(key)
@@ -332,8 +343,8 @@ def _opened(
     """After a claim: announce a new incident, or count the event into the one that won."""
     if not claim.won:
         return _follow_winner(claim, incident.key, verdict, rt, mark_event)
-    _announce(verdict, incident, rt)
-    rt.store.mark_notified(verdict.call.event_id)
+    if rt.store.claim_announcement(verdict.call.event_id):  # lost only to a delivery of this very event
+        _announce_once(verdict, incident, rt)
     notes = (
         [incident.reason, *incident.manual_steps] if incident.status is IncidentStatus.NOT_CONTAINABLE else []
     )
@@ -381,11 +392,10 @@ def _already_handled(
     """A redelivery or a retry. If the first delivery recorded the incident but failed to announce it,
     announce now; if it counted the event but failed acting on the window it filled, act now."""
     incident_id = found.seen_in
-    if not found.notified and incident_id is not None:
+    if not found.notified and incident_id is not None and rt.store.claim_announcement(verdict.call.event_id):
         incident = rt.store.get(incident_id)
         if incident is not None:
-            _announce(verdict, incident, rt)
-            rt.store.mark_notified(verdict.call.event_id)
+            _announce_once(verdict, incident, rt)
             return Outcome(status="notified_on_retry", verdict=verdict, incident_id=incident_id)
     if tally is not None and tally.key not in found.held:
         acted = _recheck(verdict, rt, started, tally)

@@ -1,0 +1,186 @@
+"""Property-based, through the real entry point: whatever arrives, nothing escapes but InvalidEventError, and
+no invalid event touches IAM (or anything but the quarantine queue); every one is logged with its reason,
+counted, and kept.
+
+The handler runs against fakes, not moto: the property is about what it asks of AWS, and 10,000 cases a
+run must fit in CI time. The quarantine queue records what it is given; every other client fails the test
+the moment it is touched. GUARDRAIL_FUZZ_EXAMPLES changes the count (default 10,000).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+import random
+from typing import Any, cast
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from guardrail.classifier import classify
+from guardrail.cli import classify_command
+from guardrail.cloudtrail import parse_event
+from guardrail.errors import InvalidEventError
+from guardrail.responder import Runtime, handle_event
+from guardrail.settings import Settings
+from guardrail.telemetry import logger, metrics
+from tests.unit.test_hostile_input import SAMPLES, _paths, json_values
+
+EXAMPLES = int(os.environ.get("GUARDRAIL_FUZZ_EXAMPLES", "10000"))
+QUEUE = "https://sqs.us-east-1.amazonaws.com/111122223333/guardrail-quarantine"
+text_anything = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF), max_size=40)
+
+
+class Untouchable:
+    def __init__(self, service: str) -> None:
+        self.service = service
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"{self.service}.{name} called for an invalid event")
+
+
+class Queue:
+    def __init__(self) -> None:
+        self.kept: list[dict[str, Any]] = []
+
+    def send_message(self, QueueUrl: str, MessageBody: str) -> dict[str, str]:  # noqa: N803  (boto3's names)
+        assert QueueUrl == QUEUE
+        assert len(MessageBody.encode()) < 256 * 1024, "SQS would refuse it"
+        self.kept.append(json.loads(MessageBody))
+        return {"MessageId": "m"}
+
+
+class Clients:
+    def __init__(self) -> None:
+        self.sqs = Queue()
+        for service in ("iam", "sts", "sns", "dynamodb", "organizations"):
+            setattr(self, service, Untouchable(service))
+
+    def ec2_in(self, region: str) -> Any:
+        return Untouchable(f"ec2@{region}")
+
+
+@pytest.fixture(scope="module")
+def spies() -> Any:
+    """What the handler logs and counts, without printing 10,000 log lines."""
+    errors: list[dict[str, Any]] = []
+    counted: list[str] = []
+    real_error, real_metric = logger.error, metrics.add_metric
+
+    def error(message: str, *args: Any, extra: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        errors.append({"message": message, **(extra or {})})
+
+    def add_metric(name: str, *args: Any, **kwargs: Any) -> None:
+        counted.append(name)
+
+    logger.error, metrics.add_metric = error, add_metric  # type: ignore[method-assign]
+    yield errors, counted
+    logger.error, metrics.add_metric = real_error, real_metric  # type: ignore[method-assign]
+
+
+SETTINGS = Settings.from_env({"GUARDRAIL_QUARANTINE_QUEUE_URL": QUEUE})
+
+
+def _mutated(data: st.DataObject) -> object:
+    event = copy.deepcopy(data.draw(st.sampled_from(SAMPLES)))
+    for _ in range(data.draw(st.integers(1, 4))):
+        paths = _paths(event)
+        if not paths:
+            break
+        path = data.draw(st.sampled_from(paths))
+        parent = event
+        for key in path[:-1]:
+            parent = parent[key]
+        action = data.draw(st.sampled_from(["delete", "replace", "null", "unicode"]))
+        if action == "delete" and isinstance(parent, dict):
+            del parent[path[-1]]
+        elif action == "null":
+            parent[path[-1]] = None
+        elif action == "unicode":
+            parent[path[-1]] = data.draw(text_anything)
+        else:
+            parent[path[-1]] = data.draw(json_values)
+    return event
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_the_handler_keeps_every_invalid_event_and_touches_nothing_else(
+    data: st.DataObject, spies: Any
+) -> None:
+    errors, counted = spies
+    document = _mutated(data) if data.draw(st.booleans()) else data.draw(json_values)
+    try:
+        call = parse_event(document)
+    except InvalidEventError as exc:
+        reason = str(exc)
+        event("invalid: through the handler")
+    else:
+        event("still valid: classified")
+        # Still a CloudTrail event after the mutations: its classification must simply work.
+        assert classify(call, SETTINGS).decision.value in {"ignore", "notify", "contain"}
+        return
+    errors.clear()
+    counted.clear()
+    clients = Clients()
+    outcome = handle_event(document, Runtime(settings=SETTINGS, aws=cast(Any, clients)))
+    assert (outcome.status, outcome.error) == ("quarantined", reason)
+    assert reason, "an invalid event says what is wrong"
+    (kept,) = clients.sqs.kept
+    assert kept["reason"] == reason
+    assert "event" in kept or kept.get("truncated")
+    assert counted == ["InvalidEvents"]
+    (logged,) = errors
+    assert logged["reason"] == reason
+
+
+def test_specials_are_kept_too(spies: Any) -> None:
+    deep: Any = "leaf"
+    for _ in range(1000):
+        deep = {"x": deep}
+    huge = copy.deepcopy(SAMPLES[0])
+    huge["detail"]["eventID"] = "\u0000\u202e" * 500_000  # 1 MB of control characters where an id belongs
+    for hostile in (
+        {**SAMPLES[0], "detail": deep},
+        {**SAMPLES[0], "detail": {**SAMPLES[0]["detail"], "userIdentity": deep}},
+        huge,
+        [deep],
+        "\ud800",
+    ):
+        clients = Clients()
+        outcome = handle_event(hostile, Runtime(settings=SETTINGS, aws=cast(Any, clients)))
+        assert outcome.status == "quarantined"
+        assert len(clients.sqs.kept) == 1
+
+
+def test_guardrail_classify_reports_every_bad_line_and_classifies_the_rest(tmp_path: Any) -> None:
+    """10,000 lines, a third of them broken in one of the ways the property test breaks them."""
+    rng = random.Random(20261124)
+    lines, broken = [], 0
+    for n in range(EXAMPLES):
+        event = copy.deepcopy(rng.choice(SAMPLES))
+        event["detail"]["eventID"] = f"fuzz-{n}"
+        damage = rng.randrange(6)
+        if damage == 0:
+            del event["detail"][rng.choice(["eventName", "eventSource", "userIdentity", "eventTime"])]
+        elif damage == 1:
+            event["detail"]["eventTime"] = rng.choice([None, "yesterday", "\u202e", [2026]])
+        elif damage == 2:
+            event["detail-type"] = "Object Created"
+        if damage < 3:
+            broken += 1
+        text = json.dumps(event)
+        if damage == 3 and n % 7 == 0:
+            text, broken = text[: rng.randrange(1, len(text))], broken + 1  # cut short: not JSON
+        lines.append(text)
+    path = tmp_path / "fuzz.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    out, err = io.StringIO(), io.StringIO()
+    assert classify_command([path], out, err) == 1  # some lines were bad: the exit status says so
+    reported = err.getvalue().splitlines()
+    assert len(reported) == broken
+    assert all(line.startswith(f"guardrail: {path}:") for line in reported)
+    assert len(out.getvalue().splitlines()) == EXAMPLES - broken
