@@ -26,7 +26,7 @@ QUIET_PIP := { grep -v 'is neither a file nor a directory' || true; }
 help:
 	@echo "make demo   the story in one command, on an embedded moto server (no AWS account needed)"
 	@echo "make test   ruff, mypy, template checks (sam validate --lint, cfn-lint, checkov, sam build) and every test"
-	@echo "make bench  classification against plain JSON parsing, cold start against import boto3 (ratios)"
+	@echo "make bench  ratios: classification vs JSON parsing, cold start vs import boto3, warm path vs a bare IAM call, layer vs boto3; storm calls"
 	@echo "make patterns  after editing rules.yaml: regenerate the EventBridge rules and docs/rules.md"
 
 $(VENV)/.installed: pyproject.toml
@@ -86,9 +86,12 @@ patterns: $(VENV)/.installed
 	$(BIN)/guardrail patterns --write
 	$(BIN)/guardrail rules > docs/rules.md
 
-bench: $(VENV)/.installed
+bench: setup
 	$(BIN)/python benchmarks/classify_throughput.py
 	$(BIN)/python benchmarks/cold_start.py
+	$(BIN)/python benchmarks/warm_path.py
+	$(FAKE_AWS) $(SAM) build --build-dir .aws-sam/build
+	$(BIN)/python benchmarks/package_size.py
 
 clean:
 	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache benchmarks/results/*.json
