@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import io
 import json
-import platform
 import statistics
-import sys
 import time
 import uuid
 from pathlib import Path
+
+from results_file import save
 
 from guardrail.classifier import classify
 from guardrail.cloudtrail import parse_line
@@ -66,7 +66,6 @@ def main() -> int:
         ours_times.append(time.perf_counter() - start)
     base, ours = statistics.median(base_times), statistics.median(ours_times)
     result = {
-        "benchmark": "classify_throughput",
         "events": EVENTS,
         "repeats": REPEATS,
         "baseline_median_s": round(base, 4),
@@ -75,13 +74,8 @@ def main() -> int:
         "classify_events_per_s": round(EVENTS / ours),
         "ratio": round(ours / base, 3),
         "target_ratio": 2.0,
-        "python": sys.version.split()[0],
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    out = ROOT / "benchmarks" / "results" / "classify_throughput.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    save("classify_throughput", result)
     return 0
 
 

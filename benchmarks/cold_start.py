@@ -6,14 +6,14 @@ watch. Target: <= 1.3. An ignored event must make no AWS call, so it must not ne
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from results_file import save
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = 9
@@ -46,7 +46,6 @@ def main() -> int:
         ours.append(_run(HANDLE_IGNORED))
     base, mine = statistics.median(baseline), statistics.median(ours)
     result = {
-        "benchmark": "cold_start",
         "runs": RUNS,
         "baseline": "fresh process: import boto3",
         "ours": "fresh process: import the responder handler, handle one ignored event",
@@ -54,12 +53,8 @@ def main() -> int:
         "ours_median_ms": round(mine * 1000, 1),
         "ratio": round(mine / base, 3),
         "target_ratio": 1.3,
-        "python": sys.version.split()[0],
-        "machine": platform.machine(),
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    (ROOT / "benchmarks" / "results" / "cold_start.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    save("cold_start", result)
     return 0
 
 

@@ -4,11 +4,10 @@ never ship them). A slim layer is a faster cold start: the ratio is what to watc
 
 from __future__ import annotations
 
-import json
-import platform
 import sys
-import time
 from pathlib import Path
+
+from results_file import save
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / ".aws-sam" / "build"
@@ -35,21 +34,14 @@ def main() -> int:
     functions = {p.name: size(p) for p in sorted(BUILD.iterdir()) if p.name.endswith("Function")}
     layer_bytes = size(layer)
     result = {
-        "benchmark": "package_size",
         "baseline": "boto3 + botocore as installed (what the python3.13 runtime already carries)",
         "baseline_bytes": runtime_sdk,
         "layer_bytes": layer_bytes,
         "ratio": round(layer_bytes / runtime_sdk, 3),
         "layer_largest": dict(sorted(shipped.items(), key=lambda kv: -kv[1])[:6]),
         "function_bytes": functions,
-        "python": sys.version.split()[0],
-        "machine": platform.machine(),
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    out = ROOT / "benchmarks" / "results" / "package_size.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    save("package_size", result)
     return 0
 
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import copy
 import json
-import platform
 import statistics
-import sys
 import time
 import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from results_file import save
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = 15
@@ -87,7 +87,6 @@ def main() -> int:
         use_runtime(None)
 
     result = {
-        "benchmark": "warm_path",
         "runs": RUNS,
         "baseline": "one bare iam:PutRolePolicy on the same moto server",
         "ours": "handler entry to the containment's PutRolePolicy request sent (warm container)",
@@ -98,14 +97,8 @@ def main() -> int:
         "storm_statuses": dict(statuses),
         "storm_calls_per_event": round(sum(calls.values()) / STORM, 3),
         "storm_calls": dict(calls.most_common()),
-        "python": sys.version.split()[0],
-        "machine": platform.machine(),
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    out = ROOT / "benchmarks" / "results" / "warm_path.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    save("warm_path", result)
     return 0
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import threading
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +17,7 @@ from botocore.exceptions import ClientError
 from guardrail.aws import AwsClients
 from guardrail.cloudtrail import parse_event
 from guardrail.replay import CallRecorder, EmbeddedAws, invoke, load_handler
-from guardrail.responder import Runtime, use_runtime
+from guardrail.responder import Runtime, handle_event, use_runtime
 from guardrail.settings import Settings
 from tests.conftest import load_event
 
@@ -123,3 +125,45 @@ def atomic_dynamodb_writes(monkeypatch: pytest.MonkeyPatch) -> None:
                 return _original(self, *args, **kwargs)
 
         monkeypatch.setattr(DynamoDBBackend, name, serialised)
+
+
+def container(account: EmbeddedAws) -> Runtime:
+    """A fresh container's runtime on the account: its own session, clients and state."""
+    return Runtime(
+        settings=Settings.from_env(account.settings_env), aws=AwsClients(session=account.session())
+    )
+
+
+def concurrently(account: EmbeddedAws, events: list[dict[str, Any]]) -> tuple[Counter[str], list[str]]:
+    """Handle each event in a container of its own, all released at once, as concurrent Lambda invocations
+    would be. Returns the outcomes' statuses and every PutRolePolicy made; a failure fails the test."""
+    statuses: Counter[str] = Counter()
+    iam_writes: list[str] = []
+    failures: list[BaseException] = []
+    barrier = threading.Barrier(len(events))
+    lock = threading.Lock()
+
+    def invocation(event: dict[str, Any]) -> None:
+        session = account.session()
+        recorder = CallRecorder()
+        recorder.attach(session)
+        runtime = Runtime(settings=Settings.from_env(account.settings_env), aws=AwsClients(session=session))
+        barrier.wait()
+        recorder.start()
+        try:
+            status = handle_event(event, runtime).status
+        except BaseException as exc:  # noqa: BLE001  (collected, raised below)
+            failures.append(exc)
+            return
+        with lock:
+            statuses[status] += 1
+            iam_writes.extend(c["operation"] for c in recorder.calls if c["operation"] == "PutRolePolicy")
+
+    threads = [threading.Thread(target=invocation, args=(e,)) for e in events]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+    return statuses, iam_writes

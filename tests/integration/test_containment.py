@@ -14,7 +14,7 @@ from guardrail.incidents import IncidentStatus, ReleaseError
 from guardrail.replay import replay
 from guardrail.responder import release
 from tests.conftest import EVENTS
-from tests.integration.conftest import ACCOUNT, Responder, critical, denied, fresh_id
+from tests.integration.conftest import ACCOUNT, Responder, concurrently, container, critical, denied, fresh_id
 
 
 def _policy(iam: Any, role: str, name: str) -> dict[str, Any]:
@@ -356,45 +356,12 @@ def test_incidents_command_lists_from_the_table(
 @pytest.mark.usefixtures("atomic_dynamodb_writes")
 def test_twenty_concurrent_invocations_give_one_incident_and_the_policy_names_it(account: Any) -> None:
     """As concurrent Lambda invocations would: one runtime (container) each, all released at once."""
-    import threading  # noqa: PLC0415
-    from collections import Counter  # noqa: PLC0415
-
-    from guardrail.aws import AwsClients  # noqa: PLC0415
     from guardrail.cloudtrail import parse_event  # noqa: PLC0415
-    from guardrail.replay import CallRecorder  # noqa: PLC0415
-    from guardrail.responder import Runtime, handle_event  # noqa: PLC0415
-    from guardrail.settings import Settings  # noqa: PLC0415
 
     account.agent_session(parse_event(critical()))
-    statuses: list[str] = []
-    iam_writes: list[str] = []
-    failures: list[BaseException] = []
-    barrier = threading.Barrier(20)
-
-    def invocation() -> None:
-        session = account.session()
-        recorder = CallRecorder()
-        recorder.attach(session)
-        runtime = Runtime(settings=Settings.from_env(account.settings_env), aws=AwsClients(session=session))
-        barrier.wait()
-        recorder.start()
-        try:
-            statuses.append(handle_event(critical(event_id=fresh_id()), runtime).status)
-        except BaseException as exc:  # noqa: BLE001  (collected, asserted below)
-            failures.append(exc)
-        iam_writes.extend(c["operation"] for c in recorder.calls if c["operation"] == "PutRolePolicy")
-
-    threads = [threading.Thread(target=invocation) for _ in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
-    assert failures == []
-    assert Counter(statuses) == {"contained": 1, "joined": 19}
-    runtime = Runtime(
-        settings=Settings.from_env(account.settings_env), aws=AwsClients(session=account.session())
-    )
+    statuses, iam_writes = concurrently(account, [critical(event_id=fresh_id()) for _ in range(20)])
+    assert statuses == {"contained": 1, "joined": 19}
+    runtime = container(account)
     (incident,) = runtime.store.incidents()
     assert incident.event_count == 20  # no lost counts
     iam = account.session().client("iam")

@@ -4,21 +4,17 @@ fault leaves behind, which is what an operator sees."""
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from typing import Any
 
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from guardrail.aws import AwsClients
 from guardrail.cloudtrail import parse_event
 from guardrail.containment import ContainmentFailed
 from guardrail.incidents import IncidentStatus
-from guardrail.responder import Runtime, handle_event
-from guardrail.settings import Settings
 from guardrail.telemetry import metrics
-from tests.integration.conftest import Responder, critical, denied, fresh_id
+from tests.integration.conftest import Responder, concurrently, container, critical, denied, fresh_id
 
 
 class _Raw:
@@ -155,34 +151,11 @@ def test_the_same_event_and_twenty_others_at_once_give_one_containment_and_every
     shared = critical(event_id=fresh_id())
     account.agent_session(parse_event(shared))
     events = [shared] * 10 + [critical(event_id=fresh_id()) for _ in range(20)]
-    statuses: list[str] = []
-    failures: list[BaseException] = []
-    barrier = threading.Barrier(len(events))
-
-    def invocation(event: dict[str, Any]) -> None:
-        runtime = Runtime(
-            settings=Settings.from_env(account.settings_env), aws=AwsClients(session=account.session())
-        )
-        barrier.wait()
-        try:
-            statuses.append(handle_event(event, runtime).status)
-        except BaseException as exc:  # noqa: BLE001  (collected, asserted below)
-            failures.append(exc)
-
-    threads = [threading.Thread(target=invocation, args=(e,)) for e in events]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
-    assert failures == []
-    counts = Counter(statuses)
+    counts, _ = concurrently(account, events)
     assert counts["contained"] == 1, counts
     assert counts["contained"] + counts["joined"] == 21, counts  # 21 distinct events, each counted once
     assert counts["duplicate"] == 9, counts  # the other deliveries of the shared event
-    runtime = Runtime(
-        settings=Settings.from_env(account.settings_env), aws=AwsClients(session=account.session())
-    )
+    runtime = container(account)
     (incident,) = runtime.store.incidents()
     assert incident.event_count == 21  # no lost counts
     # One announcement: the other deliveries of the shared event saw it recorded and not yet announced,

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import copy
 import json
-import threading
-from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from guardrail.aws import AwsClients
+from guardrail.cloudtrail import parse_event
 from guardrail.replay import agent_is_denied
-from guardrail.responder import Runtime, handle_event, release
-from guardrail.settings import Settings
+from guardrail.responder import Runtime, release
 from tests.conftest import load_event
-from tests.integration.conftest import ACCOUNT, Responder, fresh_id
+from tests.integration.conftest import ACCOUNT, Responder, concurrently, container, fresh_id
 
 START = datetime(2026, 11, 20, 3, 0, 5, tzinfo=UTC)
 
@@ -116,34 +113,10 @@ def test_release_forgets_the_counts_that_contained(make_responder: Any) -> None:
 def test_a_concurrent_burst_that_fills_the_window_is_acted_on(account: Any) -> None:
     """Ten refusals handled at once: each reads the counts before any of them wrote, so none sees ten.
     The re-read after writing does, and the agent is contained with no eleventh event."""
-    account.agent_session(
-        __import__("guardrail.cloudtrail", fromlist=["parse_event"]).parse_event(refused(START))
-    )
-    statuses: list[str] = []
-    failures: list[BaseException] = []
-    barrier = threading.Barrier(10)
-
-    def invocation(i: int) -> None:
-        runtime = Runtime(
-            settings=Settings.from_env(account.settings_env), aws=AwsClients(session=account.session())
-        )
-        barrier.wait()
-        try:
-            statuses.append(handle_event(refused(START + timedelta(seconds=i)), runtime).status)
-        except BaseException as exc:  # noqa: BLE001  (collected, asserted below)
-            failures.append(exc)
-
-    threads = [threading.Thread(target=invocation, args=(i,)) for i in range(10)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert failures == []
-    counts = Counter(statuses)
-    assert counts["contained"] == 1, counts
-    runtime = Runtime(
-        settings=Settings.from_env(account.settings_env), aws=AwsClients(session=account.session())
-    )
+    account.agent_session(parse_event(refused(START)))
+    statuses, _ = concurrently(account, [refused(START + timedelta(seconds=i)) for i in range(10)])
+    assert statuses["contained"] == 1, statuses
+    runtime = container(account)
     (incident,) = runtime.store.incidents()
     assert incident.status.value == "contained"
     (bucket,) = [b for b in runtime.store.window(_tally_for(runtime)).values()]
@@ -152,7 +125,6 @@ def test_a_concurrent_burst_that_fills_the_window_is_acted_on(account: Any) -> N
 
 def _tally_for(runtime: Runtime) -> Any:
     from guardrail.classifier import classify  # noqa: PLC0415
-    from guardrail.cloudtrail import parse_event  # noqa: PLC0415
     from guardrail.containment import principal_key  # noqa: PLC0415
     from guardrail.windows import tally_of  # noqa: PLC0415
 

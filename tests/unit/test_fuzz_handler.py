@@ -27,11 +27,10 @@ from guardrail.errors import InvalidEventError
 from guardrail.responder import Runtime, handle_event
 from guardrail.settings import Settings
 from guardrail.telemetry import logger, metrics
-from tests.unit.test_hostile_input import SAMPLES, _paths, json_values
+from tests.unit.test_hostile_input import SAMPLES, json_values, mutated
 
 EXAMPLES = int(os.environ.get("GUARDRAIL_FUZZ_EXAMPLES", "10000"))
 QUEUE = "https://sqs.us-east-1.amazonaws.com/111122223333/guardrail-quarantine"
-text_anything = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF), max_size=40)
 
 
 class Untouchable:
@@ -84,35 +83,14 @@ def spies() -> Any:
 SETTINGS = Settings.from_env({"GUARDRAIL_QUARANTINE_QUEUE_URL": QUEUE})
 
 
-def _mutated(data: st.DataObject) -> object:
-    event = copy.deepcopy(data.draw(st.sampled_from(SAMPLES)))
-    for _ in range(data.draw(st.integers(1, 4))):
-        paths = _paths(event)
-        if not paths:
-            break
-        path = data.draw(st.sampled_from(paths))
-        parent = event
-        for key in path[:-1]:
-            parent = parent[key]
-        action = data.draw(st.sampled_from(["delete", "replace", "null", "unicode"]))
-        if action == "delete" and isinstance(parent, dict):
-            del parent[path[-1]]
-        elif action == "null":
-            parent[path[-1]] = None
-        elif action == "unicode":
-            parent[path[-1]] = data.draw(text_anything)
-        else:
-            parent[path[-1]] = data.draw(json_values)
-    return event
-
-
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_the_handler_keeps_every_invalid_event_and_touches_nothing_else(
     data: st.DataObject, spies: Any
 ) -> None:
     errors, counted = spies
-    document = _mutated(data) if data.draw(st.booleans()) else data.draw(json_values)
+    every_way = ("delete", "replace", "null", "unicode")
+    document = mutated(data, every_way) if data.draw(st.booleans()) else data.draw(json_values)
     try:
         call = parse_event(document)
     except InvalidEventError as exc:

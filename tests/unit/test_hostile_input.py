@@ -24,6 +24,7 @@ scalars = st.one_of(
     st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=50),
     st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF), max_size=20),
 )  # fmt: skip
+text_anything = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF), max_size=40)
 json_values = st.recursive(
     scalars,
     lambda children: (
@@ -62,9 +63,8 @@ def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     return found
 
 
-@settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
-@given(st.data())
-def test_real_events_with_fields_deleted_retyped_or_nulled(data: st.DataObject) -> None:
+def mutated(data: st.DataObject, actions: tuple[str, ...] = ("delete", "replace")) -> object:
+    """A real sample with one to four fields deleted or replaced (by any JSON, null, or any unicode)."""
     event = copy.deepcopy(data.draw(st.sampled_from(SAMPLES)))
     for _ in range(data.draw(st.integers(1, 4))):
         paths = _paths(event)
@@ -74,12 +74,22 @@ def test_real_events_with_fields_deleted_retyped_or_nulled(data: st.DataObject) 
         parent = event
         for key in path[:-1]:
             parent = parent[key]
-        action = data.draw(st.sampled_from(["delete", "replace"]))
+        action = data.draw(st.sampled_from(actions))
         if action == "delete" and isinstance(parent, dict):
             del parent[path[-1]]
+        elif action == "null":
+            parent[path[-1]] = None
+        elif action == "unicode":
+            parent[path[-1]] = data.draw(text_anything)
         else:
             parent[path[-1]] = data.draw(json_values)
-    _outcome(event)
+    return event
+
+
+@settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_real_events_with_fields_deleted_retyped_or_nulled(data: st.DataObject) -> None:
+    _outcome(mutated(data))
 
 
 def test_deep_nesting_and_huge_values() -> None:
