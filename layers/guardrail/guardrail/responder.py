@@ -19,7 +19,7 @@ from guardrail.aws import AwsClients, IamProvider, SameAccountIam
 from guardrail.classifier import classify
 from guardrail.cloudtrail import forgery, parse_event
 from guardrail.errors import ConfigurationError, InvalidEventError, RefusedEventError
-from guardrail.model import ApiCall, Category, Decision, Environment, PrincipalKind, Verdict
+from guardrail.model import ApiCall, Decision, Environment, PrincipalKind, Verdict
 from guardrail.settings import Settings
 from guardrail.telemetry import logger, metrics
 
@@ -218,14 +218,12 @@ def respond(verdict: Verdict, rt: Runtime, started: float, event: object = None)
     counts, makes no AWS call at all and never loads the code that acts."""
     _observe(verdict)
     call = verdict.call
-    if verdict.decision is Decision.IGNORE and call.principal.kind is not PrincipalKind.ROOT:
-        counted = (
-            verdict.is_agent
-            and verdict.category not in (Category.BENIGN, Category.ROOT_ACTIVITY)
-            and rt.settings.policies[verdict.environment].thresholds
-        )
-        if not counted:
-            return Outcome(status="ignored", verdict=verdict)
+    if (
+        verdict.decision is Decision.IGNORE
+        and call.principal.kind is not PrincipalKind.ROOT
+        and not rt.settings.policies[verdict.environment].counts(verdict)
+    ):
+        return Outcome(status="ignored", verdict=verdict)
     from guardrail.response import act
 
     return act(verdict, rt, started, event)

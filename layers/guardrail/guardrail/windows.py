@@ -112,9 +112,7 @@ class Bucket:
 def tally_of(verdict: Verdict, policy: Policy, key: str) -> Tally | None:
     """What this event counts for, or None when its environment keeps no windows or it is not an agent's
     flagged call (benign calls and root are never counted: root has its own rule, benign ones are noise)."""
-    if not policy.thresholds or not verdict.is_agent:
-        return None
-    if verdict.category in (Category.BENIGN, Category.ROOT_ACTIVITY):
+    if not policy.counts(verdict):
         return None
     wanted = policy.counters
     call = verdict.call
