@@ -216,7 +216,7 @@ def escalate(verdict: Verdict, hits: tuple[ThresholdHit, ...]) -> Verdict:
         )
     else:
         why = f"{fired}: {wanted} in {verdict.environment}"
-    decision = wanted if _DECISION_RANK[wanted] > _DECISION_RANK[verdict.decision] else verdict.decision
+    decision = wanted if wanted.rank > verdict.decision.rank else verdict.decision
     return replace(
         verdict,
         severity=severity,
@@ -224,6 +224,3 @@ def escalate(verdict: Verdict, hits: tuple[ThresholdHit, ...]) -> Verdict:
         reason=f"{why}. This event: {verdict.reason}",
         thresholds=hits,
     )
-
-
-_DECISION_RANK = {Decision.IGNORE: 0, Decision.NOTIFY: 1, Decision.CONTAIN: 2}

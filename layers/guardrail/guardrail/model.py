@@ -51,6 +51,14 @@ class Decision(StrEnum):
     NOTIFY = "notify"
     CONTAIN = "contain"
 
+    @property
+    def rank(self) -> int:
+        """How much a decision does: a window may raise a decision, never lower it."""
+        return _DECISION_RANK[self]
+
+
+_DECISION_RANK = {Decision.IGNORE: 0, Decision.NOTIFY: 1, Decision.CONTAIN: 2}
+
 
 class Environment(StrEnum):
     """The multi-account strategy: how much an agent may do depends on the account it works in."""

@@ -128,13 +128,10 @@ def _recheck(verdict: Verdict, rt: Runtime, started: float, tally: Tally) -> Out
     before any of them wrote; the last to write sees the total, so a burst that fills a window is acted on
     even when no later event comes."""
     policy = rt.settings.policies[verdict.environment]
-    raised = _escalated(verdict, reached(policy, rt.store.window(tally), tally, include_tally=False))
-    if _DECISION_RANK[raised.decision] <= _DECISION_RANK[verdict.decision]:
-        return None
-    return _act(raised, rt, started, Lookup({}), None, None, mark_event=False)
-
-
-_DECISION_RANK = {Decision.IGNORE: 0, Decision.NOTIFY: 1, Decision.CONTAIN: 2}
+    hits = reached(policy, rt.store.window(tally), tally, include_tally=False)
+    if not hits or escalate(verdict, hits).decision.rank <= verdict.decision.rank:
+        return None  # nothing more to do: counted and logged once, where it was decided
+    return _act(_escalated(verdict, hits), rt, started, Lookup({}), None, None, mark_event=False)
 
 
 def _report_key(key: str, verdict: Verdict | None) -> str:
