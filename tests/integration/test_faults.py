@@ -62,6 +62,20 @@ def emitted(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     return names
 
 
+@pytest.fixture
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """botocore's backoff, recorded instead of slept (time.sleep, process-wide for the test), and its
+    adaptive rate limiter never waiting (it slows the client after throttling, by real time): a minute of
+    waiting per test otherwise."""
+    import botocore.endpoint  # noqa: PLC0415
+    from botocore.retries.bucket import TokenBucket  # noqa: PLC0415
+
+    slept: list[float] = []
+    monkeypatch.setattr(botocore.endpoint.time, "sleep", slept.append)
+    monkeypatch.setattr(TokenBucket, "acquire", lambda self, amount=1, block=True: True)
+    return slept
+
+
 def test_iam_throttling_is_ridden_out_by_retries(
     responder: Responder, emitted: Counter[str], no_backoff: list[float]
 ) -> None:
@@ -74,19 +88,6 @@ def test_iam_throttling_is_ridden_out_by_retries(
     assert denied(lambda: agent.client("s3").list_buckets())
     assert emitted["Contained"] == 1
     assert emitted["ContainmentFailures"] == 0
-
-
-@pytest.fixture
-def no_backoff(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """botocore's backoff, recorded instead of slept, and its adaptive rate limiter never waiting (it slows
-    the client after throttling, by real time): a minute of waiting per test otherwise."""
-    import botocore.endpoint  # noqa: PLC0415
-    from botocore.retries.bucket import TokenBucket  # noqa: PLC0415
-
-    slept: list[float] = []
-    monkeypatch.setattr(botocore.endpoint.time, "sleep", slept.append)
-    monkeypatch.setattr(TokenBucket, "acquire", lambda self, amount=1, block=True: True)
-    return slept
 
 
 def test_iam_throttling_beyond_retries_is_a_loud_failure_and_the_retry_contains(
