@@ -83,8 +83,6 @@ def classify(
             category = Category.ROOT_ACTIVITY
         severity = Severity.CRITICAL
         notes.append(ROOT_NOTE)
-
-    if principal.kind is PrincipalKind.ROOT:
         decision, reason = Decision.NOTIFY, "root user activity is always reported; IAM cannot contain root"
     elif category is Category.BENIGN:
         decision, reason = Decision.IGNORE, "no rule matches this call"
