@@ -588,18 +588,24 @@ class IncidentStore:
         return True
 
     def forget_windows(self, key: str) -> int:
-        """Drop a principal's window buckets (on release: counts from before it must not re-contain)."""
-        response = self._db.query(
-            TableName=self._table,
-            KeyConditionExpression="pk = :pk",
-            ExpressionAttributeValues={":pk": {"S": f"WINDOW#{key}"}},
-            ProjectionExpression="pk, sk",
-            ConsistentRead=True,
-        )
-        items = response.get("Items", [])
-        for item in items:
-            self._db.delete_item(TableName=self._table, Key={"pk": item["pk"], "sk": item["sk"]})
-        return len(items)
+        """Drop a principal's window buckets (on release: counts from before it must not re-contain). All of
+        them, expired or not: windows are counted by event time, and a late event reads old minutes."""
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": f"WINDOW#{key}"}},
+            "ProjectionExpression": "pk, sk",
+            "ConsistentRead": True,
+        }
+        forgotten = 0
+        while True:
+            response = self._db.query(**kwargs)
+            for item in response.get("Items", []):
+                self._db.delete_item(TableName=self._table, Key={"pk": item["pk"], "sk": item["sk"]})
+                forgotten += 1
+            if "LastEvaluatedKey" not in response:
+                return forgotten
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
     def _marker(self, event_id: str, incident_id: str | None, *, notified: bool = True) -> Any:
         expires = int((self._clock() + EVENT_MARKER_TTL).timestamp())
