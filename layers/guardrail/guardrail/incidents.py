@@ -360,6 +360,7 @@ class IncidentStore:
     def lookup(self, keys: list[str], event_id: str, tally: Tally | None = None) -> Lookup:
         """One consistent read: which of `keys` an open incident holds, whether this event was handled
         already, and (given a tally) the principal's window buckets."""
+        keys = list(dict.fromkeys(keys))  # BatchGetItem refuses a key asked for twice
         wanted = [_lock_key(k) for k in keys] + [_event_key(event_id)]
         if tally is not None:
             wanted += [_window_key(tally.key, m) for m in tally.minutes]
