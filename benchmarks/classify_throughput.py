@@ -16,9 +16,9 @@ from pathlib import Path
 
 from results_file import save
 
-from guardrail.classifier import classify
-from guardrail.cloudtrail import parse_line
-from guardrail.rules import default_catalogue
+from guardrail.detect.catalogue import default_catalogue
+from guardrail.detect.classifier import classify
+from guardrail.detect.cloudtrail import parse_line
 from guardrail.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -37,9 +37,9 @@ def _event(role: str) -> dict[str, Any]:
 
 def main() -> int:
     from guardrail.aws import AwsClients
-    from guardrail.cloudtrail import parse_event
-    from guardrail.replay import CallRecorder, EmbeddedAws, _quiet_telemetry, invoke, load_handler
-    from guardrail.responder import Runtime, use_runtime
+    from guardrail.detect.cloudtrail import parse_event
+    from guardrail.operate.replay import CallRecorder, EmbeddedAws, _quiet_telemetry, invoke, load_handler
+    from guardrail.respond.handler import Runtime, use_runtime
     from guardrail.settings import Settings
 
     with _quiet_telemetry(), EmbeddedAws(account="111122223333") as aws:

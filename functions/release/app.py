@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from guardrail.incidents import ReleaseError
-from guardrail.responder import release, runtime
+from guardrail.respond.handler import release, runtime
+from guardrail.respond.incidents import ReleaseError
 from guardrail.telemetry import logger, metrics
 
 if TYPE_CHECKING:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from guardrail.responder import handle_event, runtime
+from guardrail.respond.handler import handle_event, runtime
 from guardrail.telemetry import logger, metrics
 
 if TYPE_CHECKING:

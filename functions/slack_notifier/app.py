@@ -14,7 +14,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from guardrail.aws import AwsClients
 from guardrail.errors import InvalidEventError
-from guardrail.slack_delivery import SlackDeliveryError, SlackSettings, delivery, message_from_sns
+from guardrail.report.slack_delivery import SlackDeliveryError, SlackSettings, delivery, message_from_sns
 from guardrail.telemetry import logger, metrics
 
 if TYPE_CHECKING:

@@ -15,9 +15,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from guardrail.aws import AwsClients
-from guardrail.cloudtrail import parse_event
-from guardrail.replay import CallRecorder, EmbeddedAws, invoke, load_handler
-from guardrail.responder import Runtime, handle_event, use_runtime
+from guardrail.detect.cloudtrail import parse_event
+from guardrail.operate.replay import CallRecorder, EmbeddedAws, invoke, load_handler
+from guardrail.respond.handler import Runtime, handle_event, use_runtime
 from guardrail.settings import Settings
 from tests.conftest import load_event
 

@@ -8,11 +8,11 @@ from urllib.parse import unquote
 
 import pytest
 
-from guardrail.cli import main
-from guardrail.containment import ContainmentFailed
-from guardrail.incidents import IncidentStatus, ReleaseError
-from guardrail.replay import replay
-from guardrail.responder import release
+from guardrail.operate.cli import main
+from guardrail.operate.replay import replay
+from guardrail.respond.containment import ContainmentFailed
+from guardrail.respond.handler import release
+from guardrail.respond.incidents import IncidentStatus, ReleaseError
 from tests.conftest import EVENTS
 from tests.integration.conftest import ACCOUNT, Responder, concurrently, container, critical, denied, fresh_id
 
@@ -305,7 +305,7 @@ def test_release_refuses_without_reason_and_for_principals_not_contained(respond
 
 
 def test_release_function_handler(responder: Responder) -> None:
-    from guardrail.replay import invoke, load_handler  # noqa: PLC0415
+    from guardrail.operate.replay import invoke, load_handler  # noqa: PLC0415
 
     release_handler = load_handler("release")
     event = critical()
@@ -356,7 +356,7 @@ def test_incidents_command_lists_from_the_table(
 @pytest.mark.usefixtures("atomic_dynamodb_writes")
 def test_twenty_concurrent_invocations_give_one_incident_and_the_policy_names_it(account: Any) -> None:
     """As concurrent Lambda invocations would: one runtime (container) each, all released at once."""
-    from guardrail.cloudtrail import parse_event  # noqa: PLC0415
+    from guardrail.detect.cloudtrail import parse_event  # noqa: PLC0415
 
     account.agent_session(parse_event(critical()))
     statuses, iam_writes = concurrently(account, [critical(event_id=fresh_id()) for _ in range(20)])

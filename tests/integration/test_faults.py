@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from guardrail.cloudtrail import parse_event
-from guardrail.containment import ContainmentFailed
-from guardrail.incidents import IncidentStatus
+from guardrail.detect.cloudtrail import parse_event
+from guardrail.respond.containment import ContainmentFailed
+from guardrail.respond.incidents import IncidentStatus
 from guardrail.telemetry import metrics
 from tests.integration.conftest import Responder, concurrently, container, critical, denied, fresh_id
 

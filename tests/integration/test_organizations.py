@@ -18,8 +18,8 @@ import yaml
 from botocore.exceptions import ClientError
 
 from guardrail.aws import AwsClients
-from guardrail.replay import CallRecorder, EmbeddedAws, agent_is_denied, invoke, load_handler
-from guardrail.responder import Runtime, release, use_runtime
+from guardrail.operate.replay import CallRecorder, EmbeddedAws, agent_is_denied, invoke, load_handler
+from guardrail.respond.handler import Runtime, release, use_runtime
 from guardrail.settings import Settings
 from tests.conftest import ROOT, load_event
 from tests.integration.conftest import fresh_id
@@ -322,7 +322,7 @@ def test_a_member_role_that_cannot_be_assumed_is_a_loud_containment_failure(
 ) -> None:
     """STS refusing (member.yaml missing, or trusting an old role ARN): moto assumes any role, so STS is
     replaced by one that refuses, as AWS would."""
-    from guardrail.containment import ContainmentFailed  # noqa: PLC0415
+    from guardrail.respond.containment import ContainmentFailed  # noqa: PLC0415
 
     class RefusingSts:
         def assume_role(self, **_: Any) -> Any:

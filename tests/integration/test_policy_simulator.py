@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import boto3
 import pytest
 
-from guardrail.containment import IncidentRef, revoke_older_sessions_document
+from guardrail.respond.containment import IncidentRef, revoke_older_sessions_document
 
 pytestmark = pytest.mark.aws
 

@@ -10,11 +10,11 @@ import boto3
 import pytest
 
 from guardrail.aws import AwsClients
-from guardrail.cli import main
-from guardrail.cloudtrail import parse_event
+from guardrail.detect.cloudtrail import parse_event
 from guardrail.errors import InvalidEventError
-from guardrail.replay import EmbeddedAws, invoke, load_handler, replay
-from guardrail.responder import Runtime, use_runtime
+from guardrail.operate.cli import main
+from guardrail.operate.replay import EmbeddedAws, invoke, load_handler, replay
+from guardrail.respond.handler import Runtime, use_runtime
 from guardrail.settings import Settings
 from tests.conftest import EVENTS, load_event
 

@@ -8,7 +8,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from guardrail.replay import agent_is_denied
+from guardrail.operate.replay import agent_is_denied
 from tests.integration.test_windows import START, at, table_items
 
 STORM = 1000

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from guardrail.cloudtrail import parse_event
-from guardrail.replay import agent_is_denied
-from guardrail.responder import Runtime, release
+from guardrail.detect.cloudtrail import parse_event
+from guardrail.operate.replay import agent_is_denied
+from guardrail.respond.handler import Runtime, release
 from tests.conftest import load_event
 from tests.integration.conftest import ACCOUNT, Responder, concurrently, container, fresh_id
 
@@ -124,9 +124,9 @@ def test_a_concurrent_burst_that_fills_the_window_is_acted_on(account: Any) -> N
 
 
 def _tally_for(runtime: Runtime) -> Any:
-    from guardrail.classifier import classify  # noqa: PLC0415
-    from guardrail.containment import principal_key  # noqa: PLC0415
-    from guardrail.windows import tally_of  # noqa: PLC0415
+    from guardrail.detect.classifier import classify  # noqa: PLC0415
+    from guardrail.detect.windows import tally_of  # noqa: PLC0415
+    from guardrail.respond.containment import principal_key  # noqa: PLC0415
 
     verdict = classify(parse_event(refused(START)), runtime.settings)
     tally = tally_of(

@@ -11,9 +11,9 @@ import pytest
 import yaml
 from moto import mock_aws
 
+from guardrail.detect.catalogue import default_catalogue
+from guardrail.detect.routing import PATTERN_SIZE_LIMIT, _compact, all_patterns
 from guardrail.model import Category
-from guardrail.patterns import PATTERN_SIZE_LIMIT, _compact, all_patterns
-from guardrail.rules import default_catalogue
 from tests.conftest import EVENTS, ROOT
 
 TEMPLATE = ROOT / "template.yaml"
@@ -84,8 +84,8 @@ def _samples(folder: str) -> list[Path]:
 def _category(event: dict[str, Any]) -> Category:
     """What the classifier makes of it (anything but benign must be routed), with the default settings:
     production, the strictest environment."""
-    from guardrail.classifier import classify  # noqa: PLC0415
-    from guardrail.cloudtrail import parse_event  # noqa: PLC0415
+    from guardrail.detect.classifier import classify  # noqa: PLC0415
+    from guardrail.detect.cloudtrail import parse_event  # noqa: PLC0415
     from guardrail.settings import Settings  # noqa: PLC0415
 
     return classify(parse_event(event), Settings.from_env({})).category
@@ -120,7 +120,7 @@ def _router(patterns: dict[str, dict[str, Any]]) -> Any:
 
 def _routed_by_name(event: dict[str, Any]) -> bool:
     """Calls the generator routes by name on purpose (conditions through arrays, or on the caller)."""
-    from guardrail.patterns import _prefix_verbs, routing  # noqa: PLC0415
+    from guardrail.detect.routing import _prefix_verbs, routing  # noqa: PLC0415
 
     by_name, _ = routing(default_catalogue())
     source, name = event["detail"]["eventSource"], event["detail"]["eventName"]
@@ -130,7 +130,7 @@ def _routed_by_name(event: dict[str, Any]) -> bool:
 
 @mock_aws
 def test_every_flagged_sample_is_routed_and_no_benign_one_is(template: dict[str, Any]) -> None:
-    from guardrail.patterns import OPTIONAL_RULES  # noqa: PLC0415
+    from guardrail.detect.routing import OPTIONAL_RULES  # noqa: PLC0415
 
     patterns = _rule_patterns(template)  # the template's own patterns, as deployed
     routed = _router({n: p for n, p in patterns.items() if n not in OPTIONAL_RULES})  # on by default
@@ -161,7 +161,7 @@ def test_every_flagged_sample_is_routed_and_no_benign_one_is(template: dict[str,
 
 @mock_aws
 def test_parameter_level_routing_follows_the_request(template: dict[str, Any]) -> None:
-    from guardrail.patterns import OPTIONAL_RULES  # noqa: PLC0415
+    from guardrail.detect.routing import OPTIONAL_RULES  # noqa: PLC0415
 
     routed = _router({n: p for n, p in _rule_patterns(template).items() if n not in OPTIONAL_RULES})
     event = json.loads((EVENTS / "rules" / "s3.versioning-suspended.json").read_text())
@@ -213,21 +213,21 @@ def _allowed(template: dict[str, Any], function: str, prefix: str) -> set[str]:
 
 
 def test_iam_permissions_are_exactly_what_the_actions_declare(template: dict[str, Any]) -> None:
-    from guardrail.containment import containment_permissions, release_permissions  # noqa: PLC0415
+    from guardrail.respond.containment import containment_permissions, release_permissions  # noqa: PLC0415
 
     assert _allowed(template, "ResponderFunction", "iam:") == containment_permissions()
     assert _allowed(template, "ReleaseFunction", "iam:") == release_permissions()
 
 
 def test_table_permissions_are_exactly_what_the_store_declares(template: dict[str, Any]) -> None:
-    from guardrail.incidents import RELEASE_TABLE_PERMISSIONS, RESPONDER_TABLE_PERMISSIONS  # noqa: PLC0415
+    from guardrail.respond.incidents import RELEASE_TABLE_PERMISSIONS, RESPONDER_TABLE_PERMISSIONS  # noqa: PLC0415
 
     assert _allowed(template, "ResponderFunction", "dynamodb:") == set(RESPONDER_TABLE_PERMISSIONS)
     assert _allowed(template, "ReleaseFunction", "dynamodb:") == set(RELEASE_TABLE_PERMISSIONS)
 
 
 def test_lookup_permissions_are_exactly_what_the_lookups_declare(template: dict[str, Any]) -> None:
-    from guardrail.lifecycle import LIFECYCLE_PERMISSIONS  # noqa: PLC0415
+    from guardrail.detect.lifecycle import LIFECYCLE_PERMISSIONS  # noqa: PLC0415
 
     assert _allowed(template, "ResponderFunction", "ec2:") == set(LIFECYCLE_PERMISSIONS)
     assert _allowed(template, "ReleaseFunction", "ec2:") == set()
@@ -237,8 +237,8 @@ def test_lookup_permissions_are_exactly_what_the_lookups_declare(template: dict[
 def test_no_write_on_every_resource_and_iam_writes_only_on_agents(
     template: dict[str, Any], function: str
 ) -> None:
-    from guardrail.lifecycle import LIFECYCLE_PERMISSIONS  # noqa: PLC0415
-    from guardrail.organizations import DIRECTORY_PERMISSIONS, MEMBER_PERMISSIONS  # noqa: PLC0415
+    from guardrail.detect.lifecycle import LIFECYCLE_PERMISSIONS  # noqa: PLC0415
+    from guardrail.respond.organizations import DIRECTORY_PERMISSIONS, MEMBER_PERMISSIONS  # noqa: PLC0415
 
     for statement in _statements(template, function):
         if (
@@ -276,8 +276,8 @@ def test_agent_principals_setting_is_built_from_the_same_names(template: dict[st
 
 
 def test_notification_permissions_are_exactly_what_the_code_declares(template: dict[str, Any]) -> None:
-    from guardrail.notify import PUBLISH_PERMISSIONS  # noqa: PLC0415
-    from guardrail.slack_delivery import NOTIFIER_PERMISSIONS  # noqa: PLC0415
+    from guardrail.report.message import PUBLISH_PERMISSIONS  # noqa: PLC0415
+    from guardrail.report.slack_delivery import NOTIFIER_PERMISSIONS  # noqa: PLC0415
 
     for function in ("ResponderFunction", "ReleaseFunction"):
         assert _allowed(template, function, "sns:") | _allowed(template, function, "kms:") == set(
@@ -294,7 +294,7 @@ def test_notification_permissions_are_exactly_what_the_code_declares(template: d
 
 def test_alarms_watch_real_metrics_and_notify_the_topic(template: dict[str, Any]) -> None:
     package = ROOT / "layers" / "guardrail" / "guardrail"
-    source = (package / "responder.py").read_text() + (package / "response.py").read_text()
+    source = "".join(path.read_text() for path in sorted(package.rglob("*.py")))
     alarms = {
         k: v["Properties"] for k, v in template["Resources"].items() if v["Type"] == "AWS::CloudWatch::Alarm"
     }
@@ -328,7 +328,7 @@ MEMBER = ROOT / "member.yaml"
 def test_forwarder_is_lint_clean_and_its_patterns_are_generated() -> None:
     from cfnlint.api import lint_file  # noqa: PLC0415
 
-    from guardrail.patterns import GLOBAL_SOURCES, forwarder_patterns  # noqa: PLC0415
+    from guardrail.detect.routing import GLOBAL_SOURCES, forwarder_patterns  # noqa: PLC0415
 
     assert [str(m) for m in lint_file(FORWARDER)] == []
     forwarder: dict[str, Any] = yaml.load(FORWARDER.read_text(), Loader=_CfnLoader)  # noqa: S506
@@ -346,7 +346,7 @@ def test_forwarder_is_lint_clean_and_its_patterns_are_generated() -> None:
 
 @mock_aws
 def test_forwarder_carries_global_service_samples_and_nothing_regional() -> None:
-    from guardrail.patterns import GLOBAL_SOURCES, forwarder_patterns  # noqa: PLC0415
+    from guardrail.detect.routing import GLOBAL_SOURCES, forwarder_patterns  # noqa: PLC0415
 
     events = boto3.client("events", region_name="us-east-1")
     sqs = boto3.client("sqs", region_name="us-east-1")
@@ -380,7 +380,7 @@ def test_forwarder_carries_global_service_samples_and_nothing_regional() -> None
 
 
 def test_patterns_write_is_idempotent() -> None:
-    from guardrail.patterns import forwarder_rules, member_rules, rewrite, template_events  # noqa: PLC0415
+    from guardrail.detect.routing import forwarder_rules, member_rules, rewrite, template_events  # noqa: PLC0415
 
     catalogue = default_catalogue()
     for path, block, indent in (
@@ -412,7 +412,7 @@ def test_every_join_delimiter_is_a_literal(name: str) -> None:
 
 
 def test_organization_permissions_are_exactly_what_the_code_declares(template: dict[str, Any]) -> None:
-    from guardrail.organizations import DIRECTORY_PERMISSIONS, MEMBER_PERMISSIONS  # noqa: PLC0415
+    from guardrail.respond.organizations import DIRECTORY_PERMISSIONS, MEMBER_PERMISSIONS  # noqa: PLC0415
 
     assert _allowed(template, "ResponderFunction", "sts:") == set(MEMBER_PERMISSIONS)
     assert _allowed(template, "ResponderFunction", "organizations:") == set(DIRECTORY_PERMISSIONS)
@@ -425,8 +425,8 @@ def test_organization_permissions_are_exactly_what_the_code_declares(template: d
 
 def test_member_containment_role_trusts_only_the_central_roles_with_the_external_id() -> None:
     """moto does not evaluate trust policies, so the trust policy is held to its exact shape here."""
-    from guardrail.containment import containment_permissions, release_permissions  # noqa: PLC0415
-    from guardrail.lifecycle import LIFECYCLE_PERMISSIONS  # noqa: PLC0415
+    from guardrail.detect.lifecycle import LIFECYCLE_PERMISSIONS  # noqa: PLC0415
+    from guardrail.respond.containment import containment_permissions, release_permissions  # noqa: PLC0415
 
     member = yaml.load(MEMBER.read_text(), Loader=_CfnLoader)  # noqa: S506
     role = member["Resources"]["ContainmentRole"]["Properties"]

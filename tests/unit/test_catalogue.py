@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from guardrail.classifier import classify
-from guardrail.cloudtrail import parse_event
+from guardrail.detect.catalogue import compile_catalogue, default_catalogue, load_yaml
+from guardrail.detect.classifier import classify
+from guardrail.detect.cloudtrail import parse_event
 from guardrail.errors import CatalogueError
 from guardrail.model import Category
-from guardrail.rules import compile_catalogue, default_catalogue, load_yaml
 from tests.conftest import EVENTS, load_event
 
 CATALOGUE = default_catalogue()

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from guardrail.classifier import ROOT_NOTE, classify
-from guardrail.cloudtrail import parse_event
+from guardrail.detect.classifier import ROOT_NOTE, classify
+from guardrail.detect.cloudtrail import parse_event
 from guardrail.model import Category, Decision, Environment, PrincipalKind, Severity
 from guardrail.settings import Settings
 from tests.conftest import EVENTS, load_event

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from guardrail.cli import classify_command, main
+from guardrail.operate.cli import classify_command, main
 from tests.conftest import EVENTS
 
 FIELDS = {"source", "event_id", "event_time", "event_source", "event_name", "principal", "account", "region",
@@ -68,8 +68,8 @@ def test_bad_configuration_exits_2(monkeypatch: object, capsys: object) -> None:
 
 
 def test_docs_rules_md_is_generated_from_the_catalogue() -> None:
-    from guardrail.cli import render_rules  # noqa: PLC0415
-    from guardrail.rules import default_catalogue  # noqa: PLC0415
+    from guardrail.detect.catalogue import default_catalogue  # noqa: PLC0415
+    from guardrail.operate.cli import render_rules  # noqa: PLC0415
 
     expected = render_rules(default_catalogue())
     actual = (EVENTS.parent / "docs" / "rules.md").read_text()

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from guardrail.cloudtrail import parse_event, read_documents
+from guardrail.detect.cloudtrail import parse_event, read_documents
 from guardrail.errors import InvalidEventError
 from guardrail.model import PrincipalKind
 from tests.conftest import load_event

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from guardrail.classifier import classify
-from guardrail.cloudtrail import parse_event
-from guardrail.containment import (
+from guardrail.detect.classifier import classify
+from guardrail.detect.cloudtrail import parse_event
+from guardrail.errors import GuardrailError
+from guardrail.respond.containment import (
     DENY_ALL_POLICY,
     REVOKE_SESSIONS_CAVEAT,
     Blocked,
@@ -29,7 +30,6 @@ from guardrail.containment import (
     release_permissions,
     revoke_older_sessions_document,
 )
-from guardrail.errors import GuardrailError
 from guardrail.settings import Settings
 from tests.conftest import load_event
 
@@ -271,7 +271,7 @@ def test_lookup_retries_unprocessed_keys_and_fails_rather_than_guess() -> None:
 
     import pytest  # noqa: PLC0415
 
-    from guardrail.incidents import IncidentStore, IncompleteReadError  # noqa: PLC0415
+    from guardrail.respond.incidents import IncidentStore, IncompleteReadError  # noqa: PLC0415
 
     lock = {"pk": {"S": "PRINCIPAL#arn:aws:iam::111122223333:role/A"}, "sk": {"S": "OPEN"},
             "incident_id": {"S": "GR-1"}, "status": {"S": "contained"}, "summary_at": {"N": "0"}}  # fmt: skip

@@ -9,15 +9,15 @@ from typing import Any
 
 import pytest
 
-from guardrail.classifier import classify, escalate
-from guardrail.cloudtrail import parse_event
-from guardrail.containment import principal_key
+from guardrail.detect.classifier import classify, escalate
+from guardrail.detect.cloudtrail import parse_event
+from guardrail.detect.lifecycle import ephemeral_instances, from_request
+from guardrail.detect.windows import Bucket, reached, resources_of, tally_of
 from guardrail.environments import Counter, load_policies
 from guardrail.errors import ConfigurationError
-from guardrail.lifecycle import ephemeral_instances, from_request
 from guardrail.model import Category, Decision, Environment, Severity
+from guardrail.respond.containment import principal_key
 from guardrail.settings import Settings
-from guardrail.windows import Bucket, reached, resources_of, tally_of
 from tests.conftest import load_event
 
 ACCOUNT = "111122223333"

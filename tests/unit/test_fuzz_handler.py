@@ -20,11 +20,11 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from guardrail.classifier import classify
-from guardrail.cli import classify_command
-from guardrail.cloudtrail import parse_event
+from guardrail.detect.classifier import classify
+from guardrail.detect.cloudtrail import parse_event
 from guardrail.errors import InvalidEventError
-from guardrail.responder import Runtime, handle_event
+from guardrail.operate.cli import classify_command
+from guardrail.respond.handler import Runtime, handle_event
 from guardrail.settings import Settings
 from guardrail.telemetry import logger, metrics
 from tests.unit.test_hostile_input import SAMPLES, json_values, mutated

@@ -12,8 +12,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from guardrail.classifier import classify
-from guardrail.cloudtrail import parse_event
+from guardrail.detect.classifier import classify
+from guardrail.detect.cloudtrail import parse_event
 from guardrail.errors import InvalidEventError
 from guardrail.settings import Settings
 from tests.conftest import EVENTS, load_event

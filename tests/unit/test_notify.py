@@ -10,12 +10,10 @@ from typing import Any
 
 import pytest
 
-from guardrail.classifier import classify
-from guardrail.cloudtrail import parse_event
-from guardrail.containment import IncidentRef, ResponderIdentity, plan_containment
-from guardrail.incidents import Incident, IncidentStatus
+from guardrail.detect.classifier import classify
+from guardrail.detect.cloudtrail import parse_event
 from guardrail.model import Decision
-from guardrail.notify import (
+from guardrail.report.message import (
     agent_tool,
     attributes,
     email_text,
@@ -24,8 +22,10 @@ from guardrail.notify import (
     subject,
     target_resource,
 )
+from guardrail.report.slack import BLOCK_LIMIT, HEADER_LIMIT, SECTION_LIMIT, TRUNCATED, escape, render
+from guardrail.respond.containment import IncidentRef, ResponderIdentity, plan_containment
+from guardrail.respond.incidents import Incident, IncidentStatus
 from guardrail.settings import Settings
-from guardrail.slack import BLOCK_LIMIT, HEADER_LIMIT, SECTION_LIMIT, TRUNCATED, escape, render
 from tests.conftest import EVENTS, load_event
 
 OPENED = datetime(2026, 11, 20, 3, 12, 50, tzinfo=UTC)
@@ -210,8 +210,8 @@ def test_huge_attacker_chosen_values_still_fit_one_sns_message() -> None:
 
 
 def test_release_message_has_the_same_schema_as_the_incident_message() -> None:
-    from guardrail.incidents import IncidentStatus  # noqa: PLC0415
-    from guardrail.notify import release_message  # noqa: PLC0415
+    from guardrail.report.message import release_message  # noqa: PLC0415
+    from guardrail.respond.incidents import IncidentStatus  # noqa: PLC0415
 
     event = load_event("rules/rds.instance-deleted-without-final-snapshot.json")
     first = message_for(event)

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from guardrail.detect.catalogue import Rule
     from guardrail.environments import ThresholdHit
-    from guardrail.rules import Rule
 
 
 class Severity(StrEnum):

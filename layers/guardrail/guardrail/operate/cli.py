@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from guardrail.errors import ConfigurationError, GuardrailError, InvalidEventError
 
 if TYPE_CHECKING:
-    from guardrail.rules import Catalogue
+    from guardrail.detect.catalogue import Catalogue
 
 DEMO_EVENTS = (
     ("A routine read: an agent lists its buckets", "events/benign/s3-list-buckets.json"),
@@ -106,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def classify_command(paths: list[Path], out: TextIO, err: TextIO) -> int:
-    from guardrail.classifier import classify
-    from guardrail.cloudtrail import event_files, parse_event, read_documents
+    from guardrail.detect.classifier import classify
+    from guardrail.detect.cloudtrail import event_files, parse_event, read_documents
     from guardrail.model import ApiCall
     from guardrail.settings import Settings
 
@@ -137,7 +137,7 @@ def classify_command(paths: list[Path], out: TextIO, err: TextIO) -> int:
 def replay_command(
     paths: list[Path], *, use_aws: bool, as_json: bool, slack_webhook: str | None = None
 ) -> int:
-    from guardrail.replay import replay
+    from guardrail.operate.replay import replay
 
     if slack_webhook and use_aws:
         raise GuardrailError(
@@ -154,7 +154,7 @@ def replay_command(
 
 def _operator_runtime() -> Any:
     from guardrail.aws import AwsClients
-    from guardrail.responder import Runtime
+    from guardrail.respond.handler import Runtime
     from guardrail.settings import Settings
 
     settings = Settings.from_env()
@@ -164,7 +164,7 @@ def _operator_runtime() -> Any:
 
 
 def release_command(principal: str, reason: str, released_by: str | None) -> int:
-    from guardrail.responder import release
+    from guardrail.respond.handler import release
 
     rt = _operator_runtime()
     who = released_by or rt.aws.sts.get_caller_identity()["Arn"]
@@ -194,7 +194,8 @@ def incidents_command(*, as_json: bool, limit: int) -> int:
 
 
 def patterns_command(*, write: bool = False) -> int:
-    from guardrail.patterns import (
+    from guardrail.detect.catalogue import default_catalogue
+    from guardrail.detect.routing import (
         all_patterns,
         forwarder_patterns,
         forwarder_rules,
@@ -202,8 +203,7 @@ def patterns_command(*, write: bool = False) -> int:
         rewrite,
         template_events,
     )
-    from guardrail.replay import find_project_file
-    from guardrail.rules import default_catalogue
+    from guardrail.operate.replay import find_project_file
 
     catalogue = default_catalogue()
     if write:
@@ -226,7 +226,7 @@ def patterns_command(*, write: bool = False) -> int:
 
 
 def rules_command() -> int:
-    from guardrail.rules import default_catalogue
+    from guardrail.detect.catalogue import default_catalogue
 
     print(render_rules(default_catalogue()), end="")
     return 0
@@ -338,7 +338,7 @@ def render_result(result: dict[str, Any], title: str | None = None) -> str:
 
 
 def demo_command() -> int:
-    from guardrail.replay import find_project_file, replay
+    from guardrail.operate.replay import find_project_file, replay
 
     paths = [find_project_file(p) for _, p in DEMO_EVENTS]
     print("Guardrail Responder demo: three CloudTrail events replayed through the real handler,")

@@ -23,10 +23,10 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
-from guardrail.cloudtrail import CLOUDTRAIL_DETAIL_TYPE
+from guardrail.detect.cloudtrail import CLOUDTRAIL_DETAIL_TYPE
 
 if TYPE_CHECKING:
-    from guardrail.rules import Catalogue, Condition, Rule
+    from guardrail.detect.catalogue import Catalogue, Condition, Rule
 
 PATTERN_SIZE_LIMIT = 2048
 PREFIX_VERBS = ("Delete", "Disable", "Detach", "Remove", "Stop", "Terminate", "Deregister", "Purge", "Leave")

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from guardrail.cloudtrail import forgery
+from guardrail.detect.cloudtrail import forgery
 from guardrail.errors import GuardrailError
 from guardrail.model import Environment
 

@@ -26,9 +26,9 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from guardrail.detect.windows import Bucket, Tally
 from guardrail.environments import MAX_DISTINCT
 from guardrail.errors import GuardrailError
-from guardrail.windows import Bucket, Tally
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from guardrail.errors import ConfigurationError, GuardrailError
-from guardrail.notify import outcome_label
-from guardrail.slack import escape, render
+from guardrail.report.message import outcome_label
+from guardrail.report.slack import escape, render
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -237,7 +237,7 @@ def delivery(
 def message_from_sns(record: Any) -> dict[str, Any]:
     """The incident message inside one SNS record, checked enough to render safely."""
     from guardrail.errors import InvalidEventError
-    from guardrail.notify import SCHEMA
+    from guardrail.report.message import SCHEMA
 
     try:
         body = record["Sns"]["Message"]

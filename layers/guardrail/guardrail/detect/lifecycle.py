@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from guardrail.rules import walk
+from guardrail.detect.catalogue import walk
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -15,8 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from guardrail.classifier import escalate
-from guardrail.containment import (
+from guardrail.detect.classifier import escalate
+from guardrail.detect.windows import Bucket, Tally, reached, tally_of
+from guardrail.errors import RefusedEventError
+from guardrail.model import Decision, PrincipalKind, Verdict
+from guardrail.report.message import attributes, incident_message, release_message, sns_payload
+from guardrail.respond.containment import (
     CONSISTENCY_NOTE,
     ActionRecord,
     Blocked,
@@ -29,8 +33,8 @@ from guardrail.containment import (
     principal_key,
     undo_records,
 )
-from guardrail.errors import RefusedEventError
-from guardrail.incidents import (
+from guardrail.respond.handler import Outcome, Runtime, quarantine
+from guardrail.respond.incidents import (
     Claim,
     Incident,
     IncidentStatus,
@@ -39,12 +43,8 @@ from guardrail.incidents import (
     ReleaseError,
     new_incident_id,
 )
-from guardrail.model import Decision, PrincipalKind, Verdict
-from guardrail.notify import attributes, incident_message, release_message, sns_payload
-from guardrail.organizations import MemberAccessError, refusal
-from guardrail.responder import Outcome, Runtime, quarantine
+from guardrail.respond.organizations import MemberAccessError, refusal
 from guardrail.telemetry import logger, metrics
-from guardrail.windows import Bucket, Tally, reached, tally_of
 
 if TYPE_CHECKING:
     from guardrail.environments import ThresholdHit

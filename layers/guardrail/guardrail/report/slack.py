@@ -22,7 +22,7 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from guardrail.notify import outcome_label, subject
+from guardrail.report.message import outcome_label, subject
 
 HEADER_LIMIT = 150
 SECTION_LIMIT = 3000

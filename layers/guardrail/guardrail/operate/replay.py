@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from guardrail.aws import AwsClients
-from guardrail.cloudtrail import parse_event, read_documents
+from guardrail.detect.cloudtrail import parse_event, read_documents
 from guardrail.errors import GuardrailError, InvalidEventError
 from guardrail.model import ApiCall, PrincipalKind
-from guardrail.notify import subject
-from guardrail.responder import Runtime, use_runtime
+from guardrail.report.message import subject
+from guardrail.respond.handler import Runtime, use_runtime
 from guardrail.settings import Settings
 from guardrail.telemetry import logger, metrics
 
@@ -374,7 +374,7 @@ def _preview_in_slack(result: dict[str, Any], webhook: str | None) -> None:
     """Post what this event published to a Slack webhook, so an operator can see the alerts as sent."""
     if not webhook:
         return
-    from guardrail.slack_delivery import SlackDeliveryError, WebhookDelivery
+    from guardrail.report.slack_delivery import SlackDeliveryError, WebhookDelivery
 
     sender = WebhookDelivery(webhook)
     for notification in result.get("notifications") or []:

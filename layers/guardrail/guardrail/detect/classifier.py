@@ -6,9 +6,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from guardrail.detect.catalogue import Catalogue, Rule, default_catalogue
 from guardrail.environments import CategoryDecision, Ephemeral, Policy, ThresholdHit
 from guardrail.model import ApiCall, Category, Decision, Environment, PrincipalKind, Severity, Verdict
-from guardrail.rules import Catalogue, Rule, default_catalogue
 
 if TYPE_CHECKING:
     from guardrail.settings import Settings

@@ -18,8 +18,8 @@ from urllib.parse import quote
 from guardrail.model import PrincipalKind, Verdict
 
 if TYPE_CHECKING:
-    from guardrail.incidents import Incident
-    from guardrail.rules import Rule
+    from guardrail.detect.catalogue import Rule
+    from guardrail.respond.incidents import Incident
 
 SCHEMA = "guardrail-responder/incident"
 VERSION = 1
@@ -221,7 +221,7 @@ def incident_message(
 
 def release_message(incident: Incident, runbook_url: str | None = None) -> dict[str, Any]:
     """The release announcement, built from the incident record (the triggering event is long gone)."""
-    from guardrail.rules import default_catalogue
+    from guardrail.detect.catalogue import default_catalogue
 
     verdict = incident.verdict
     catalogue = default_catalogue()

@@ -1,6 +1,6 @@
 """The handler's entry: parse, classify, and either stop there (ignored: no AWS call) or act.
 
-Acting (windows, containment, reports, release) lives in guardrail.response and is imported only when an
+Acting (windows, containment, reports, release) lives in guardrail.respond.act and is imported only when an
 event calls for it: an ignored event loads none of it, which keeps the cold start small. What cannot be
 read, or must not be acted on, is kept (quarantine), never dropped.
 """
@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools.metrics import MetricUnit
 
 from guardrail.aws import AwsClients, IamProvider, SameAccountIam
-from guardrail.classifier import classify
-from guardrail.cloudtrail import forgery, parse_event
+from guardrail.detect.classifier import classify
+from guardrail.detect.cloudtrail import forgery, parse_event
 from guardrail.errors import ConfigurationError, InvalidEventError, RefusedEventError
 from guardrail.model import ApiCall, Decision, Environment, PrincipalKind, Verdict
 from guardrail.settings import Settings
@@ -29,9 +29,9 @@ if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_iam import IAMClient
 
-    from guardrail.containment import ResponderIdentity
-    from guardrail.incidents import Incident, IncidentStore
-    from guardrail.organizations import Directory, MemberSessions
+    from guardrail.respond.containment import ResponderIdentity
+    from guardrail.respond.incidents import Incident, IncidentStore
+    from guardrail.respond.organizations import Directory, MemberSessions
 
 # SQS takes 256 KiB a message; keep room for the envelope around the rejected event.
 _QUARANTINE_EVENT_LIMIT = 200_000
@@ -78,7 +78,7 @@ class Runtime:
         if settings.member_role_name is None or settings.member_external_id is None:
             return None
         if self._members is None:
-            from guardrail.organizations import MemberSessions
+            from guardrail.respond.organizations import MemberSessions
 
             self._members = MemberSessions(
                 sts=lambda: self.aws.sts,
@@ -90,7 +90,7 @@ class Runtime:
 
     def directory(self) -> Directory:
         if self._directory is None:
-            from guardrail.organizations import Directory
+            from guardrail.respond.organizations import Directory
 
             self._directory = Directory(
                 client=lambda: self.aws.organizations,
@@ -126,7 +126,7 @@ class Runtime:
         if self._store is None:
             if not self.settings.state_table:
                 raise ConfigurationError("GUARDRAIL_STATE_TABLE is not set: incidents need the state table")
-            from guardrail.incidents import IncidentStore
+            from guardrail.respond.incidents import IncidentStore
 
             self._store = IncidentStore(self.aws.dynamodb, self.settings.state_table, self.clock)
         return self._store
@@ -134,7 +134,7 @@ class Runtime:
     def lifecycle(self, call: ApiCall) -> bool | None:
         """Whether the resource a destructive call acts on is tagged Lifecycle=ephemeral (None: unknown).
         Asked only where the call's environment considers the tag."""
-        from guardrail.lifecycle import resolver
+        from guardrail.detect.lifecycle import resolver
 
         return resolver(self._ec2_for)(call)
 
@@ -147,7 +147,7 @@ class Runtime:
     def identity(self) -> ResponderIdentity:
         """Who the responder runs as; asked of STS once, and only when a containment needs it."""
         if self._identity is None:
-            from guardrail.containment import ResponderIdentity
+            from guardrail.respond.containment import ResponderIdentity
 
             caller = self.aws.sts.get_caller_identity()
             self._identity = ResponderIdentity.from_caller_arn(caller["Account"], caller["Arn"])
@@ -224,16 +224,16 @@ def respond(verdict: Verdict, rt: Runtime, started: float, event: object = None)
         and not rt.settings.policies[verdict.environment].counts(verdict)
     ):
         return Outcome(status="ignored", verdict=verdict)
-    from guardrail.response import act
+    from guardrail.respond.act import act
 
     return act(verdict, rt, started, event)
 
 
 def release(principal: str, reason: str, released_by: str, rt: Runtime) -> Incident:
     """Undo exactly what the containment added, after investigation, and audit who and why."""
-    from guardrail import response
+    from guardrail.respond import act
 
-    return response.release(principal, reason, released_by, rt)
+    return act.release(principal, reason, released_by, rt)
 
 
 def _observe(verdict: Verdict) -> None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from guardrail.detect.catalogue import walk
 from guardrail.environments import MAX_DISTINCT, Counter, Policy, ThresholdHit
 from guardrail.model import Category
-from guardrail.rules import walk
 
 if TYPE_CHECKING:
     from guardrail.model import Verdict

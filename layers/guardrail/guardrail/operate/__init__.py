@@ -1,0 +1,1 @@
+"""Operate: the operator's tools (the guardrail CLI, replay)."""

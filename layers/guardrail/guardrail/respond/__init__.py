@@ -1,0 +1,1 @@
+"""Respond: act on a verdict (contain, record, notify) and release after investigation."""
