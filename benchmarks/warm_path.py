@@ -39,7 +39,7 @@ def main() -> int:
     from guardrail.aws import AwsClients
     from guardrail.detect.cloudtrail import parse_event
     from guardrail.operate.replay import CallRecorder, EmbeddedAws, _quiet_telemetry, invoke, load_handler
-    from guardrail.respond.handler import Runtime, use_runtime
+    from guardrail.respond.runtime import Runtime, use_runtime
     from guardrail.settings import Settings
 
     with _quiet_telemetry(), EmbeddedAws(account="111122223333") as aws:

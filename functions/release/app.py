@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from guardrail.respond.handler import release, runtime
-from guardrail.respond.incidents import ReleaseError
+from guardrail.respond.release import ReleaseError, release
+from guardrail.respond.runtime import runtime
 from guardrail.telemetry import logger, metrics
 
 if TYPE_CHECKING:

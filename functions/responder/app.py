@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from guardrail.respond.handler import handle_event, runtime
+from guardrail.respond.handler import handle_event
+from guardrail.respond.runtime import runtime
 from guardrail.telemetry import logger, metrics
 
 if TYPE_CHECKING:

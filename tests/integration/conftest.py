@@ -17,7 +17,8 @@ from botocore.exceptions import ClientError
 from guardrail.aws import AwsClients
 from guardrail.detect.cloudtrail import parse_event
 from guardrail.operate.replay import CallRecorder, EmbeddedAws, invoke, load_handler
-from guardrail.respond.handler import Runtime, handle_event, use_runtime
+from guardrail.respond.handler import handle_event
+from guardrail.respond.runtime import Runtime, use_runtime
 from guardrail.settings import Settings
 from tests.conftest import load_event
 

@@ -8,11 +8,11 @@ from urllib.parse import unquote
 
 import pytest
 
+from guardrail.incident import IncidentStatus
 from guardrail.operate.cli import main
 from guardrail.operate.replay import replay
 from guardrail.respond.containment import ContainmentFailed
-from guardrail.respond.handler import release
-from guardrail.respond.incidents import IncidentStatus, ReleaseError
+from guardrail.respond.release import ReleaseError, release
 from tests.conftest import EVENTS
 from tests.integration.conftest import ACCOUNT, Responder, concurrently, container, critical, denied, fresh_id
 

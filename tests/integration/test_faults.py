@@ -11,8 +11,8 @@ import pytest
 from botocore.awsrequest import AWSResponse
 
 from guardrail.detect.cloudtrail import parse_event
+from guardrail.incident import IncidentStatus
 from guardrail.respond.containment import ContainmentFailed
-from guardrail.respond.incidents import IncidentStatus
 from guardrail.telemetry import metrics
 from tests.integration.conftest import Responder, concurrently, container, critical, denied, fresh_id
 

@@ -14,7 +14,7 @@ from aws_lambda_powertools.utilities import parameters
 
 from guardrail.operate.replay import EmbeddedAws, invoke, load_handler, replay
 from guardrail.report.slack_delivery import BotDelivery, SlackDeliveryError, SlackThreads, WebhookDelivery
-from guardrail.respond.handler import release
+from guardrail.respond.release import release
 from tests.conftest import EVENTS
 from tests.integration.conftest import ACCOUNT, Responder, critical, fresh_id
 from tests.integration.slack_server import FakeSlack, Scripted

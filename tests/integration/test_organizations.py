@@ -19,7 +19,8 @@ from botocore.exceptions import ClientError
 
 from guardrail.aws import AwsClients
 from guardrail.operate.replay import CallRecorder, EmbeddedAws, agent_is_denied, invoke, load_handler
-from guardrail.respond.handler import Runtime, release, use_runtime
+from guardrail.respond.release import release
+from guardrail.respond.runtime import Runtime, use_runtime
 from guardrail.settings import Settings
 from tests.conftest import ROOT, load_event
 from tests.integration.conftest import fresh_id

@@ -14,7 +14,7 @@ from guardrail.detect.cloudtrail import parse_event
 from guardrail.errors import InvalidEventError
 from guardrail.operate.cli import main
 from guardrail.operate.replay import EmbeddedAws, invoke, load_handler, replay
-from guardrail.respond.handler import Runtime, use_runtime
+from guardrail.respond.runtime import Runtime, use_runtime
 from guardrail.settings import Settings
 from tests.conftest import EVENTS, load_event
 

@@ -11,7 +11,8 @@ import pytest
 
 from guardrail.detect.cloudtrail import parse_event
 from guardrail.operate.replay import agent_is_denied
-from guardrail.respond.handler import Runtime, release
+from guardrail.respond.release import release
+from guardrail.respond.runtime import Runtime
 from tests.conftest import load_event
 from tests.integration.conftest import ACCOUNT, Responder, concurrently, container, fresh_id
 

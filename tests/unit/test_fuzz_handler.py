@@ -24,7 +24,8 @@ from guardrail.detect.classifier import classify
 from guardrail.detect.cloudtrail import parse_event
 from guardrail.errors import InvalidEventError
 from guardrail.operate.cli import classify_command
-from guardrail.respond.handler import Runtime, handle_event
+from guardrail.respond.handler import handle_event
+from guardrail.respond.runtime import Runtime
 from guardrail.settings import Settings
 from guardrail.telemetry import logger, metrics
 from tests.unit.test_hostile_input import SAMPLES, json_values, mutated

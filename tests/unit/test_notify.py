@@ -12,6 +12,7 @@ import pytest
 
 from guardrail.detect.classifier import classify
 from guardrail.detect.cloudtrail import parse_event
+from guardrail.incident import Incident, IncidentStatus
 from guardrail.model import Decision
 from guardrail.report.message import (
     agent_tool,
@@ -24,7 +25,6 @@ from guardrail.report.message import (
 )
 from guardrail.report.slack import BLOCK_LIMIT, HEADER_LIMIT, SECTION_LIMIT, TRUNCATED, escape, render
 from guardrail.respond.containment import IncidentRef, ResponderIdentity, plan_containment
-from guardrail.respond.incidents import Incident, IncidentStatus
 from guardrail.settings import Settings
 from tests.conftest import EVENTS, load_event
 
@@ -210,8 +210,8 @@ def test_huge_attacker_chosen_values_still_fit_one_sns_message() -> None:
 
 
 def test_release_message_has_the_same_schema_as_the_incident_message() -> None:
+    from guardrail.incident import IncidentStatus  # noqa: PLC0415
     from guardrail.report.message import release_message  # noqa: PLC0415
-    from guardrail.respond.incidents import IncidentStatus  # noqa: PLC0415
 
     event = load_event("rules/rds.instance-deleted-without-final-snapshot.json")
     first = message_for(event)

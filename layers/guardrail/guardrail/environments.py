@@ -14,13 +14,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cache
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from guardrail.errors import ConfigurationError
 from guardrail.model import Category, Decision, Environment, Severity
-
-if TYPE_CHECKING:
-    from guardrail.model import Verdict
 
 _POLICY_KEYS = {"summary", "writes", "ephemeral", "decide", "contain_rules", "thresholds"}
 _THRESHOLD_KEYS = {"counts", "at", "minutes", "severity", "decision"}
@@ -126,13 +123,11 @@ class Policy:
     def contains_rule(self, rule_id: str) -> bool:
         return self._contain_rules is not None and self._contain_rules.match(rule_id) is not None
 
-    def counts(self, verdict: Verdict) -> bool:
-        """Whether this environment's windows count the event: an agent's flagged call (benign calls are
+    def counts(self, category: Category, *, is_agent: bool) -> bool:
+        """Whether this environment's windows count an event: an agent's flagged call (benign calls are
         noise, and root has a rule of its own), where thresholds exist."""
         return (
-            bool(self.thresholds)
-            and verdict.is_agent
-            and verdict.category not in (Category.BENIGN, Category.ROOT_ACTIVITY)
+            bool(self.thresholds) and is_agent and category not in (Category.BENIGN, Category.ROOT_ACTIVITY)
         )
 
     @property

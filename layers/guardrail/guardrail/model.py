@@ -1,16 +1,16 @@
-"""Domain vocabulary: severities, categories, decisions, principals and the verdict on one API call."""
+"""Domain vocabulary: severities, categories, decisions, environments, principals and one API call.
+
+Imports nothing from the package: every stage may use it, and it uses none of them.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from datetime import datetime
-
-    from guardrail.detect.catalogue import Rule
-    from guardrail.environments import ThresholdHit
 
 
 class Severity(StrEnum):
@@ -80,7 +80,7 @@ class PrincipalKind(StrEnum):
     UNKNOWN = "unknown"
 
 
-# Principal, ApiCall and Verdict are values: nothing mutates them, and a changed one is a copy
+# Principal, ApiCall (and detect's Verdict) are values: nothing mutates them, and a changed one is a copy
 # (dataclasses.replace). They are not frozen because a frozen dataclass's __init__ sets every field through
 # object.__setattr__: ~3 µs for ApiCall's sixteen, 12% of classifying an event (benchmarks/).
 @dataclass(slots=True)
@@ -128,49 +128,3 @@ class ApiCall:
     read_only: bool | None = None
     request_id: str | None = None
     delivered_by: str | None = None  # the EventBridge envelope's account: who put the event on the bus
-
-
-@dataclass(slots=True)
-class Verdict:
-    """What the classifier concluded about one call, and what the responder should do about it."""
-
-    call: ApiCall
-    category: Category
-    severity: Severity
-    decision: Decision
-    reason: str
-    environment: Environment
-    rules: tuple[Rule, ...] = ()
-    is_agent: bool = False
-    is_protected: bool = False
-    notes: tuple[str, ...] = field(default=())
-    thresholds: tuple[ThresholdHit, ...] = field(default=())  # windows this event brought to their threshold
-
-    @property
-    def rule_ids(self) -> list[str]:
-        return [r.id for r in self.rules]
-
-    @property
-    def top_rule(self) -> Rule | None:
-        return self.rules[0] if self.rules else None
-
-    def summary(self) -> dict[str, object]:
-        """The classification as the CLI and the handler report it (one JSON object per event)."""
-        call = self.call
-        return {
-            "event_id": call.event_id,
-            "event_time": call.event_time.isoformat().replace("+00:00", "Z"),
-            "event_source": call.event_source,
-            "event_name": call.event_name,
-            "principal": call.principal.arn or call.principal.display,
-            "account": call.account,
-            "region": call.region,
-            # StrEnum members are str: JSON takes them as they are.
-            "environment": self.environment,
-            "category": self.category,
-            "severity": self.severity,
-            "rule_ids": self.rule_ids,
-            "decision": self.decision,
-            "reason": self.reason,
-            **({"thresholds": [h.to_dict() for h in self.thresholds]} if self.thresholds else {}),
-        }

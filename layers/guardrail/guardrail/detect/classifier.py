@@ -7,8 +7,9 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from guardrail.detect.catalogue import Catalogue, Rule, default_catalogue
+from guardrail.detect.verdict import Verdict
 from guardrail.environments import CategoryDecision, Ephemeral, Policy, ThresholdHit
-from guardrail.model import ApiCall, Category, Decision, Environment, PrincipalKind, Severity, Verdict
+from guardrail.model import ApiCall, Category, Decision, Environment, PrincipalKind, Severity
 
 if TYPE_CHECKING:
     from guardrail.settings import Settings

@@ -15,7 +15,7 @@ from guardrail.environments import MAX_DISTINCT, Counter, Policy, ThresholdHit
 from guardrail.model import Category
 
 if TYPE_CHECKING:
-    from guardrail.model import Verdict
+    from guardrail.detect.verdict import Verdict
 
 # Request parameters that name the resource a call acts on, across the services the catalogue covers.
 # A call's resources are "<event source>:<value>" for every value found (a list fans out).
@@ -112,7 +112,7 @@ class Bucket:
 def tally_of(verdict: Verdict, policy: Policy, key: str) -> Tally | None:
     """What this event counts for, or None when its environment keeps no windows or it is not an agent's
     flagged call (benign calls and root are never counted: root has its own rule, benign ones are noise)."""
-    if not policy.counts(verdict):
+    if not policy.counts(verdict.category, is_agent=verdict.is_agent):
         return None
     wanted = policy.counters
     call = verdict.call

@@ -154,7 +154,7 @@ def replay_command(
 
 def _operator_runtime() -> Any:
     from guardrail.aws import AwsClients
-    from guardrail.respond.handler import Runtime
+    from guardrail.respond.runtime import Runtime
     from guardrail.settings import Settings
 
     settings = Settings.from_env()
@@ -164,7 +164,7 @@ def _operator_runtime() -> Any:
 
 
 def release_command(principal: str, reason: str, released_by: str | None) -> int:
-    from guardrail.respond.handler import release
+    from guardrail.respond.release import release
 
     rt = _operator_runtime()
     who = released_by or rt.aws.sts.get_caller_identity()["Arn"]

@@ -26,7 +26,7 @@ from guardrail.detect.cloudtrail import parse_event, read_documents
 from guardrail.errors import GuardrailError, InvalidEventError
 from guardrail.model import ApiCall, PrincipalKind
 from guardrail.report.message import subject
-from guardrail.respond.handler import Runtime, use_runtime
+from guardrail.respond.runtime import Runtime, use_runtime
 from guardrail.settings import Settings
 from guardrail.telemetry import logger, metrics
 

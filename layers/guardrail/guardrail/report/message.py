@@ -15,11 +15,12 @@ import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from guardrail.model import PrincipalKind, Verdict
+from guardrail.model import PrincipalKind
 
 if TYPE_CHECKING:
     from guardrail.detect.catalogue import Rule
-    from guardrail.respond.incidents import Incident
+    from guardrail.detect.verdict import Verdict
+    from guardrail.incident import Incident
 
 SCHEMA = "guardrail-responder/incident"
 VERSION = 1

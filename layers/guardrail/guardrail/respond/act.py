@@ -18,36 +18,29 @@ from aws_lambda_powertools.metrics import MetricUnit
 from guardrail.detect.classifier import escalate
 from guardrail.detect.windows import Bucket, Tally, reached, tally_of
 from guardrail.errors import RefusedEventError
-from guardrail.model import Decision, PrincipalKind, Verdict
-from guardrail.report.message import attributes, incident_message, release_message, sns_payload
+from guardrail.incident import Incident, IncidentStatus, new_incident_id
+from guardrail.model import Decision, PrincipalKind
+from guardrail.report import sns
+from guardrail.report.message import incident_message
 from guardrail.respond.containment import (
     CONSISTENCY_NOTE,
-    ActionRecord,
     Blocked,
     ContainmentFailed,
     ContainmentPlan,
     IncidentRef,
-    Target,
     apply_plan,
     plan_containment,
     principal_key,
-    undo_records,
 )
-from guardrail.respond.handler import Outcome, Runtime, quarantine
-from guardrail.respond.incidents import (
-    Claim,
-    Incident,
-    IncidentStatus,
-    Lookup,
-    OpenIncident,
-    ReleaseError,
-    new_incident_id,
-)
+from guardrail.respond.incidents import Claim, Lookup, OpenIncident
 from guardrail.respond.organizations import MemberAccessError, refusal
+from guardrail.respond.outcome import Outcome, quarantine
 from guardrail.telemetry import logger, metrics
 
 if TYPE_CHECKING:
+    from guardrail.detect.verdict import Verdict
     from guardrail.environments import ThresholdHit
+    from guardrail.respond.runtime import Runtime
 
 
 def act(verdict: Verdict, rt: Runtime, started: float, event: object = None) -> Outcome:
@@ -415,58 +408,5 @@ def _lost_race(
 
 
 def publish(message: dict[str, Any], rt: Runtime) -> str | None:
-    """One message to the incident topic. A failure fails the invocation, so Lambda retries the event
-    and the retry announces what was recorded (never before the IAM write, never instead of it)."""
-    topic = rt.settings.topic_arn
-    if not topic:
-        logger.warning("GUARDRAIL_TOPIC_ARN is not set: incident not published", extra={"message": message})
-        return None
-    arguments: dict[str, Any] = {
-        "TopicArn": topic,
-        "MessageAttributes": attributes(message),
-        **sns_payload(message),
-    }
-    response = rt.aws.sns.publish(**arguments)
-    metrics.add_metric(name="Notifications", unit=MetricUnit.Count, value=1)
-    return str(response["MessageId"])
-
-
-def release(principal: str, reason: str, released_by: str, rt: Runtime) -> Incident:
-    """Undo exactly what the containment added, after investigation, and audit who and why."""
-    if not reason or not reason.strip():
-        raise ReleaseError("a reason is required: say why it is safe for this principal to act again")
-    if not released_by or not released_by.strip():
-        raise ReleaseError("released_by is required: who is releasing")
-    target = Target.from_arn(principal)
-    store = rt.store
-    held = store.open_for(target.key)
-    if held is None:
-        raise ReleaseError(f"{target.key} is not contained: there is no open incident for it")
-    incident = store.get(held.incident_id)
-    if incident is None:
-        raise ReleaseError(f"incident {held.incident_id} holds {target.key} but its record is missing")
-    records = [ActionRecord.from_item(a) for a in incident.actions if not a.get("details", {}).get("dry_run")]
-    iam = rt.iam_for(target.account)
-    if records and iam is None:
-        raise ReleaseError(f"{target.key} is in account {target.account}, which this responder cannot reach")
-    try:
-        undone = undo_records(records, iam) if records and iam is not None else []
-    except Exception as exc:
-        store.record(incident.id, "release_failed", released_by, {"reason": reason, "error": str(exc)})
-        raise ReleaseError(f"release of {target.key} failed, it stays contained: {exc}") from exc
-    store.close(incident, released_by.strip(), reason.strip(), [u.to_item() for u in undone])
-    # Counts from before the release would re-contain on the agent's next refused call.
-    store.forget_windows(target.key)
-    metrics.add_metric(name="Released", unit=MetricUnit.Count, value=1)
-    released = store.get(incident.id)
-    assert released is not None
-    try:
-        publish(release_message(released, rt.settings.runbook_url), rt)
-    except (
-        Exception
-    ):  # the release is done and audited: a failed announcement must not read as a failed release
-        logger.exception("released, but the release notification failed")
-    logger.warning(
-        "principal released", extra={"incident_id": incident.id, "released_by": released_by, "reason": reason}
-    )
-    return released
+    """One message to the incident topic (see guardrail.report.sns)."""
+    return sns.publish(message, rt.settings.topic_arn, lambda: rt.aws.sns)

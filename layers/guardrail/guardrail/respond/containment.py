@@ -23,13 +23,15 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from guardrail.errors import GuardrailError
-from guardrail.model import Decision, Principal, PrincipalKind, Verdict
+from guardrail.model import Decision, Principal, PrincipalKind
 from guardrail.settings import ContainmentMode, Settings
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from mypy_boto3_iam import IAMClient
+
+    from guardrail.detect.verdict import Verdict
 
 DENY_ALL_POLICY = "GuardrailEmergencyDenyAll"
 REVOKE_SESSIONS_POLICY = "GuardrailRevokeOlderSessions"

@@ -18,17 +18,16 @@ race between concurrent invocations has exactly one winner and nothing is half-w
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from guardrail.detect.windows import Bucket, Tally
 from guardrail.environments import MAX_DISTINCT
 from guardrail.errors import GuardrailError
+from guardrail.incident import OPEN_STATUSES, Incident, IncidentStatus, iso_time
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -78,152 +77,11 @@ RELEASE_TABLE_PERMISSIONS = (
 )
 
 
-class IncidentStatus(StrEnum):
-    CONTAINED = "contained"
-    DRY_RUN = "dry_run"  # would have contained; nothing was written to IAM
-    NOT_CONTAINABLE = "not_containable"  # a human must act: the incident says how
-    FAILED = "failed"  # CONTAINMENT FAILED: the agent may still be active
-    RELEASED = "released"
-    REPORTED = "reported"  # notified, not contained: repeats of the same finding join it for a window
-
-
-# An open incident holds its principal: later events join it instead of acting again.
-OPEN_STATUSES = frozenset(
-    {
-        IncidentStatus.CONTAINED,
-        IncidentStatus.DRY_RUN,
-        IncidentStatus.NOT_CONTAINABLE,
-        IncidentStatus.REPORTED,
-    }
-)
-
-
 UNPROCESSED_RETRIES = 3
 
 
 class IncompleteReadError(GuardrailError):
     """The state table would not return every key asked for (throttling): the event is retried."""
-
-
-class ReleaseError(GuardrailError):
-    """A release that cannot be done: no reason, nothing contained, or an undo that failed."""
-
-
-def new_incident_id(now: datetime) -> str:
-    return f"GR-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-@dataclass
-class Incident:
-    id: str
-    status: IncidentStatus
-    key: str  # the principal's identity in the table: a path-free role or user ARN, or the caller ARN
-    principal_arn: str
-    account: str
-    region: str
-    opened_at: datetime
-    verdict: dict[str, Any]  # the triggering event's classification summary
-    event_ids: list[str] = field(default_factory=list)
-    event_count: int = 1
-    actions: list[dict[str, Any]] = field(default_factory=list)
-    containment_ms: float | None = None  # handler start to the containment IAM write's completion
-    reason: str = ""
-    manual_steps: list[str] = field(default_factory=list)
-    caveats: list[str] = field(default_factory=list)
-    error: str | None = None
-    responder: str | None = None
-    released_at: str | None = None
-    released_by: str | None = None
-    release_reason: str | None = None
-    release_actions: list[dict[str, Any]] = field(default_factory=list)
-    last_event_at: str | None = None
-    counts_by_name: dict[str, int] = field(default_factory=dict)
-    summarized_count: int = 1
-    summarized_by_name: dict[str, int] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "incident_id": self.id,
-            "status": self.status.value,
-            "key": self.key,
-            "principal_arn": self.principal_arn,
-            "account": self.account,
-            "region": self.region,
-            "opened_at": _iso(self.opened_at),
-            "verdict": self.verdict,
-            "event_ids": self.event_ids,
-            "event_count": self.event_count,
-            "actions": self.actions,
-            "containment_ms": self.containment_ms,
-            "reason": self.reason,
-            "manual_steps": self.manual_steps,
-            "caveats": self.caveats,
-            "error": self.error,
-            "responder": self.responder,
-            "released_at": self.released_at,
-            "released_by": self.released_by,
-            "release_reason": self.release_reason,
-            "release_actions": self.release_actions,
-            "last_event_at": self.last_event_at,
-            "counts_by_name": self.counts_by_name,
-            "summarized_count": self.summarized_count,
-            "summarized_by_name": self.summarized_by_name,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Incident:
-        return cls(
-            id=data["incident_id"],
-            status=IncidentStatus(data["status"]),
-            key=data["key"],
-            principal_arn=data.get("principal_arn", ""),
-            account=data.get("account", ""),
-            region=data.get("region", ""),
-            opened_at=datetime.fromisoformat(data["opened_at"].replace("Z", "+00:00")),
-            verdict=data.get("verdict") or {},
-            event_ids=list(data.get("event_ids") or []),
-            event_count=int(data.get("event_count") or 0),
-            actions=list(data.get("actions") or []),
-            containment_ms=float(data["containment_ms"]) if data.get("containment_ms") is not None else None,
-            reason=data.get("reason", ""),
-            manual_steps=list(data.get("manual_steps") or []),
-            caveats=list(data.get("caveats") or []),
-            error=data.get("error"),
-            responder=data.get("responder"),
-            released_at=data.get("released_at"),
-            released_by=data.get("released_by"),
-            release_reason=data.get("release_reason"),
-            release_actions=list(data.get("release_actions") or []),
-            last_event_at=data.get("last_event_at"),
-            counts_by_name={str(k): int(v) for k, v in (data.get("counts_by_name") or {}).items()},
-            summarized_count=int(data.get("summarized_count") or 0),
-            summarized_by_name={str(k): int(v) for k, v in (data.get("summarized_by_name") or {}).items()},
-        )
-
-    def summary_since_last(self, now: datetime, since: datetime) -> dict[str, Any]:
-        """What joined since the last summary: "+57 more calls by AIAgentRole in the last 60 s (...)"."""
-        new = max(0, self.event_count - self.summarized_count)
-        by_name = {
-            name: count - self.summarized_by_name.get(name, 0)
-            for name, count in self.counts_by_name.items()
-            if count > self.summarized_by_name.get(name, 0)
-        }
-        top = sorted(by_name.items(), key=lambda kv: -kv[1])[:5]
-        seconds = max(1, int((now - since).total_seconds()))
-        who = self.key.rsplit("/", 1)[-1].split("#", 1)[0]
-        detail = ", ".join(f"{name} x{count}" for name, count in top)
-        return {
-            "events": self.event_count,
-            "since_last_update": new,
-            "by_event_name": dict(top),
-            "window_seconds": seconds,
-            "summary": f"+{new} more calls by {who} in the last {seconds} s"
-            + (f": {detail}" if detail else ""),
-        }
 
 
 @dataclass(frozen=True)
@@ -460,9 +318,9 @@ class IncidentStore:
                 "Item": _item(
                     {
                         "pk": f"INCIDENT#{incident_id}",
-                        "sk": f"AUDIT#{_iso(now)}#{kind}",
+                        "sk": f"AUDIT#{iso_time(now)}#{kind}",
                         "kind": kind,
-                        "at": _iso(now),
+                        "at": iso_time(now),
                         "actor": actor,
                         "details": details,
                     }
@@ -493,7 +351,7 @@ class IncidentStore:
             "sk": "OPEN",
             "incident_id": incident.id,
             "status": incident.status.value,
-            "opened_at": _iso(incident.opened_at),
+            "opened_at": iso_time(incident.opened_at),
             "summary_at": int(now.timestamp()),
         }
         if incident.status is not IncidentStatus.CONTAINED:
@@ -701,7 +559,7 @@ class IncidentStore:
     ) -> bool:
         """Count a later event into an open incident (and its windows, given a tally). False when this
         event was already counted."""
-        now = _iso(self._clock())
+        now = iso_time(self._clock())
         # The update comes first: its position in the cancellation reasons is fixed whatever follows.
         rest: list[Any] = []
         if mark_event:
@@ -746,7 +604,7 @@ class IncidentStore:
 
     def close(self, incident: Incident, released_by: str, reason: str, undone: list[dict[str, Any]]) -> None:
         """Release: free the principal, mark the incident released, and audit who and why."""
-        now = _iso(self._clock())
+        now = iso_time(self._clock())
         self._db.transact_write_items(
             TransactItems=[
                 {

@@ -1,0 +1,58 @@
+"""The verdict on one API call: what detection concluded, and what the responder should do about it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from guardrail.detect.catalogue import Rule
+    from guardrail.environments import ThresholdHit
+    from guardrail.model import ApiCall, Category, Decision, Environment, Severity
+
+
+# Not frozen, like ApiCall (see guardrail.model): a changed verdict is a copy (dataclasses.replace).
+@dataclass(slots=True)
+class Verdict:
+    """What the classifier concluded about one call, and what the responder should do about it."""
+
+    call: ApiCall
+    category: Category
+    severity: Severity
+    decision: Decision
+    reason: str
+    environment: Environment
+    rules: tuple[Rule, ...] = ()
+    is_agent: bool = False
+    is_protected: bool = False
+    notes: tuple[str, ...] = field(default=())
+    thresholds: tuple[ThresholdHit, ...] = field(default=())  # windows this event brought to their threshold
+
+    @property
+    def rule_ids(self) -> list[str]:
+        return [r.id for r in self.rules]
+
+    @property
+    def top_rule(self) -> Rule | None:
+        return self.rules[0] if self.rules else None
+
+    def summary(self) -> dict[str, object]:
+        """The classification as the CLI and the handler report it (one JSON object per event)."""
+        call = self.call
+        return {
+            "event_id": call.event_id,
+            "event_time": call.event_time.isoformat().replace("+00:00", "Z"),
+            "event_source": call.event_source,
+            "event_name": call.event_name,
+            "principal": call.principal.arn or call.principal.display,
+            "account": call.account,
+            "region": call.region,
+            # StrEnum members are str: JSON takes them as they are.
+            "environment": self.environment,
+            "category": self.category,
+            "severity": self.severity,
+            "rule_ids": self.rule_ids,
+            "decision": self.decision,
+            "reason": self.reason,
+            **({"thresholds": [h.to_dict() for h in self.thresholds]} if self.thresholds else {}),
+        }

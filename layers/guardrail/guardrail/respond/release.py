@@ -1,0 +1,64 @@
+"""Release: after investigation, undo exactly what the containment added, and audit who and why."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aws_lambda_powertools.metrics import MetricUnit
+
+from guardrail.errors import GuardrailError
+from guardrail.report import sns
+from guardrail.report.message import release_message
+from guardrail.respond.containment import ActionRecord, Target, undo_records
+from guardrail.telemetry import logger, metrics
+
+if TYPE_CHECKING:
+    from guardrail.incident import Incident
+    from guardrail.respond.runtime import Runtime
+
+
+class ReleaseError(GuardrailError):
+    """A release that cannot be done: no reason, nothing contained, or an undo that failed."""
+
+
+def release(principal: str, reason: str, released_by: str, rt: Runtime) -> Incident:
+    """Undo exactly what the containment added, after investigation, and audit who and why."""
+    if not reason or not reason.strip():
+        raise ReleaseError("a reason is required: say why it is safe for this principal to act again")
+    if not released_by or not released_by.strip():
+        raise ReleaseError("released_by is required: who is releasing")
+    target = Target.from_arn(principal)
+    store = rt.store
+    held = store.open_for(target.key)
+    if held is None:
+        raise ReleaseError(f"{target.key} is not contained: there is no open incident for it")
+    incident = store.get(held.incident_id)
+    if incident is None:
+        raise ReleaseError(f"incident {held.incident_id} holds {target.key} but its record is missing")
+    records = [ActionRecord.from_item(a) for a in incident.actions if not a.get("details", {}).get("dry_run")]
+    iam = rt.iam_for(target.account)
+    if records and iam is None:
+        raise ReleaseError(f"{target.key} is in account {target.account}, which this responder cannot reach")
+    try:
+        undone = undo_records(records, iam) if records and iam is not None else []
+    except Exception as exc:
+        store.record(incident.id, "release_failed", released_by, {"reason": reason, "error": str(exc)})
+        raise ReleaseError(f"release of {target.key} failed, it stays contained: {exc}") from exc
+    store.close(incident, released_by.strip(), reason.strip(), [u.to_item() for u in undone])
+    # Counts from before the release would re-contain on the agent's next refused call.
+    store.forget_windows(target.key)
+    metrics.add_metric(name="Released", unit=MetricUnit.Count, value=1)
+    released = store.get(incident.id)
+    assert released is not None
+    try:
+        sns.publish(
+            release_message(released, rt.settings.runbook_url), rt.settings.topic_arn, lambda: rt.aws.sns
+        )
+    except (
+        Exception
+    ):  # the release is done and audited: a failed announcement must not read as a failed release
+        logger.exception("released, but the release notification failed")
+    logger.warning(
+        "principal released", extra={"incident_id": incident.id, "released_by": released_by, "reason": reason}
+    )
+    return released
