@@ -62,7 +62,7 @@ def test_contained_role_session_is_denied_and_release_restores_it(responder: Res
     policies = iam.list_role_policies(RoleName="AIAgentRole")["PolicyNames"]
     assert policies == ["AgentPermissions"]  # exactly what containment added is gone, nothing else
     assert "guardrail:incident" not in {t["Key"] for t in iam.list_role_tags(RoleName="AIAgentRole")["Tags"]}
-    trail = responder.runtime.store.audit_trail(incident.id)
+    trail = responder.runtime.store.audit.trail(incident.id)
     assert [a["kind"] for a in trail] == ["contain", "release"]
     assert trail[0]["details"]["principal"] == event["detail"]["userIdentity"]["arn"]
     assert trail[0]["details"]["event_ids"] == [event["detail"]["eventID"]]
@@ -112,11 +112,11 @@ def test_fifty_copies_give_one_incident_and_one_set_of_iam_writes(responder: Res
     assert statuses.count("contained") == 1
     assert statuses.count("joined") == 24
     assert statuses.count("duplicate") == 25
-    (incident,) = responder.runtime.store.incidents()
+    (incident,) = responder.runtime.store.records.incidents()
     assert incident.event_count == 25
     # Both ways of finding the open incident know its lock (the lost-claim path joins through open_for).
     key = f"arn:aws:iam::{ACCOUNT}:role/AIAgentRole"
-    held = responder.runtime.store.open_for(key)
+    held = responder.runtime.store.records.open_for(key)
     assert held is not None
     assert (held.key, held.incident_id) == (key, incident.id)
     assert held == responder.runtime.store.lookup([key], "another-event").open
@@ -131,7 +131,7 @@ def test_redelivery_after_release_does_not_contain_again(responder: Responder) -
     assert responder(event)["status"] == "duplicate"
     assert responder.writes("iam").count("PutRolePolicy") == 1
     assert responder(critical(event_id=fresh_id()))["status"] == "contained"  # a new event: a new incident
-    assert len(responder.runtime.store.incidents()) == 2
+    assert len(responder.runtime.store.records.incidents()) == 2
 
 
 @pytest.mark.parametrize(
@@ -153,7 +153,7 @@ def test_no_iam_write_for_protected_non_agents_and_dry_run(
     assert responder.writes("iam") == []
     assert not denied(lambda: agent.client("s3").list_buckets())
     if status == "dry_run":
-        (incident,) = responder.runtime.store.incidents()
+        (incident,) = responder.runtime.store.records.incidents()
         assert incident.status is IncidentStatus.DRY_RUN
         assert incident.actions[0]["details"]["policy_name"] == "GuardrailEmergencyDenyAll"
 
@@ -209,7 +209,7 @@ def test_identity_center_incident_is_recorded_as_not_containable(
     summary = responder(critical(relative))
     assert summary["status"] == "not_containable"
     assert responder.writes("iam") == []
-    (incident,) = responder.runtime.store.incidents()
+    (incident,) = responder.runtime.store.records.incidents()
     assert incident.status is IncidentStatus.NOT_CONTAINABLE
     assert any(step in s for s in incident.manual_steps)
     assert responder(critical(relative, event_id=fresh_id()))["status"] == "joined"
@@ -221,7 +221,7 @@ def test_root_is_recorded_as_not_containable_with_the_steps(responder: Responder
     assert "IAM cannot restrict the root user" in summary["reason"]
     assert summary["status"] == "not_containable"
     assert responder.writes("iam") == []
-    (incident,) = responder.runtime.store.incidents()
+    (incident,) = responder.runtime.store.records.incidents()
     assert incident.status is IncidentStatus.NOT_CONTAINABLE
     assert incident.key == f"arn:aws:iam::{ACCOUNT}:root"
     assert any("SCP" in step for step in incident.manual_steps)
@@ -237,7 +237,7 @@ def test_an_account_the_iam_provider_cannot_reach_is_not_containable(make_respon
     summary = responder(critical())
     assert summary["status"] == "not_containable"
     assert responder.writes("iam") == []
-    (incident,) = responder.runtime.store.incidents()
+    (incident,) = responder.runtime.store.records.incidents()
     assert "aws iam put-role-policy --role-name AIAgentRole" in incident.manual_steps[0]
 
 
@@ -256,7 +256,7 @@ def test_containment_refused_by_iam_fails_loudly_and_the_retry_contains(responde
     ):
         responder(event)  # the invocation fails: Lambda retries, then the failure destination keeps it
 
-    (incident,) = responder.runtime.store.incidents()
+    (incident,) = responder.runtime.store.records.incidents()
     assert incident.status is IncidentStatus.FAILED
     assert "AccessDenied" in (incident.error or "")
     assert not denied(lambda: agent.client("s3").list_buckets())
@@ -292,7 +292,7 @@ def test_inline_policy_quota_full_is_a_containment_failure(make_responder: Any) 
     responder.runtime.aws._cache["iam"] = QuotaFullIam()
     with pytest.raises(ContainmentFailed, match="LimitExceeded"):
         responder(critical())
-    (incident,) = responder.runtime.store.incidents()
+    (incident,) = responder.runtime.store.records.incidents()
     assert incident.status is IncidentStatus.FAILED
 
 
@@ -362,12 +362,12 @@ def test_twenty_concurrent_invocations_give_one_incident_and_the_policy_names_it
     statuses, iam_writes = concurrently(account, [critical(event_id=fresh_id()) for _ in range(20)])
     assert statuses == {"contained": 1, "joined": 19}
     runtime = container(account)
-    (incident,) = runtime.store.incidents()
+    (incident,) = runtime.store.records.incidents()
     assert incident.event_count == 20  # no lost counts
     iam = account.session().client("iam")
     (statement,) = _policy(iam, "AIAgentRole", "GuardrailEmergencyDenyAll")["Statement"]
     assert statement["Sid"] == "GuardrailIncident" + incident.id.replace("-", "")  # the incident on record
-    raced = [a for a in runtime.store.audit_trail(incident.id) if a["kind"] == "raced"]
+    raced = [a for a in runtime.store.audit.trail(incident.id) if a["kind"] == "raced"]
     # Every invocation that wrote to IAM and lost the claim redid its writes under the winner's incident.
     assert len(iam_writes) == 1 + 2 * len(raced)
 
@@ -401,14 +401,14 @@ def test_state_table_failing_after_the_iam_write_fails_the_invocation_and_the_re
         def __getattr__(self, name: str) -> Any:
             return getattr(real, name)
 
-    responder.runtime.store._db = ThrottledOnce()  # type: ignore[assignment]
+    responder.runtime.store.table.db = ThrottledOnce()  # type: ignore[assignment]
     with pytest.raises(ClientError, match="ProvisionedThroughputExceeded"):
         responder(event)
     assert denied(lambda: agent.client("s3").list_buckets())  # stopped before the table was touched
 
     summary = responder(event)  # Lambda's retry
     assert summary["status"] == "contained"
-    (incident,) = responder.runtime.store.incidents()
+    (incident,) = responder.runtime.store.records.incidents()
     assert incident.event_ids == [event["detail"]["eventID"]]
     assert responder.writes("iam") == [
         "PutRolePolicy",

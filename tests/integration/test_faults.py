@@ -101,7 +101,7 @@ def test_iam_throttling_beyond_retries_is_a_loud_failure_and_the_retry_contains(
     assert len(attempts) == 9  # the first try and botocore's retries, then a loud failure
     assert len(no_backoff) >= 8  # each retry backed off first
     assert emitted["ContainmentFailures"] == 1
-    (incident,) = responder.runtime.store.incidents()
+    (incident,) = responder.runtime.store.records.incidents()
     assert incident.status is IncidentStatus.FAILED
     (message,) = responder.aws.published()
     assert message["status"] == "failed"
@@ -124,7 +124,7 @@ def test_state_table_throttling_is_ridden_out_and_counted_once(
     assert responder(event)["status"] == "contained"
     assert (len(reads), len(writes)) >= (3, 3)
     assert denied(lambda: agent.client("s3").list_buckets())
-    (incident,) = responder.runtime.store.incidents()
+    (incident,) = responder.runtime.store.records.incidents()
     assert incident.event_count == 1
     assert responder(event)["status"] == "duplicate"
 
@@ -157,7 +157,7 @@ def test_the_same_event_and_twenty_others_at_once_give_one_containment_and_every
     assert counts["contained"] + counts["joined"] == 21, counts  # 21 distinct events, each counted once
     assert counts["duplicate"] == 9, counts  # the other deliveries of the shared event
     runtime = container(account)
-    (incident,) = runtime.store.incidents()
+    (incident,) = runtime.store.records.incidents()
     assert incident.event_count == 21  # no lost counts
     # One announcement: the other deliveries of the shared event saw it recorded and not yet announced,
     # and only one of them may announce (this test found them all announcing it).

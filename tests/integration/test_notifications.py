@@ -106,7 +106,7 @@ def test_later_events_are_summarised_at_most_once_a_minute(responder: Responder)
     assert update["counts"]["summary"].startswith("+58 more calls by AIAgentRole in the last 6")
     assert "s: DeleteObjects x57, DeleteTable x1" in update["counts"]["summary"]
     assert responder.writes("iam") == ["PutRolePolicy", "TagRole"]
-    (incident,) = responder.runtime.store.incidents()
+    (incident,) = responder.runtime.store.records.incidents()
     assert incident.event_count == 60
 
 

@@ -334,7 +334,7 @@ def test_a_member_role_that_cannot_be_assumed_is_a_loud_containment_failure(
     members.sts = RefusingSts
     with pytest.raises(ContainmentFailed, match="could not assume arn:aws:iam::.*:role/GuardrailContainment"):
         central(in_account(load_event("rules/dynamodb.table-deleted.json"), organization.production))
-    (incident,) = central.runtime.store.incidents()
+    (incident,) = central.runtime.store.records.incidents()
     assert incident.status.value == "failed"
     (message,) = organization.aws.published()
     assert message["status"] == "failed"

@@ -118,9 +118,9 @@ def test_a_concurrent_burst_that_fills_the_window_is_acted_on(account: Any) -> N
     statuses, _ = concurrently(account, [refused(START + timedelta(seconds=i)) for i in range(10)])
     assert statuses["contained"] == 1, statuses
     runtime = container(account)
-    (incident,) = runtime.store.incidents()
+    (incident,) = runtime.store.records.incidents()
     assert incident.status.value == "contained"
-    (bucket,) = [b for b in runtime.store.window(_tally_for(runtime)).values()]
+    (bucket,) = [b for b in runtime.store.windows.read(_tally_for(runtime)).values()]
     assert bucket.access_denied == 10  # no lost counts
 
 

@@ -220,7 +220,7 @@ def test_iam_permissions_are_exactly_what_the_actions_declare(template: dict[str
 
 
 def test_table_permissions_are_exactly_what_the_store_declares(template: dict[str, Any]) -> None:
-    from guardrail.respond.incidents import RELEASE_TABLE_PERMISSIONS, RESPONDER_TABLE_PERMISSIONS  # noqa: PLC0415
+    from guardrail.respond.state.table import RELEASE_TABLE_PERMISSIONS, RESPONDER_TABLE_PERMISSIONS  # noqa: PLC0415
 
     assert _allowed(template, "ResponderFunction", "dynamodb:") == set(RESPONDER_TABLE_PERMISSIONS)
     assert _allowed(template, "ReleaseFunction", "dynamodb:") == set(RELEASE_TABLE_PERMISSIONS)

@@ -37,11 +37,15 @@ def imports_of(path: Path, modules: set[str]) -> set[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.startswith("guardrail."))
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module == "guardrail" or node.module.startswith("guardrail."):
-                for alias in node.names:
-                    child = f"{node.module}.{alias.name}"
-                    found.add(child if child in modules else node.module)
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.level == 0
+            and node.module
+            and (node.module == "guardrail" or node.module.startswith("guardrail."))
+        ):
+            for alias in node.names:
+                child = f"{node.module}.{alias.name}"
+                found.add(child if child in modules else node.module)
     return {m for m in found if m in modules and m != "guardrail"}
 
 
@@ -139,7 +143,11 @@ def test_the_checks_catch_an_upward_import_and_a_circle() -> None:
 
 @pytest.mark.parametrize(
     ("module", "part"),
-    [("guardrail.model", "core"), ("guardrail.detect.classifier", "detect"), ("guardrail.respond", "respond")],
+    [
+        ("guardrail.model", "core"),
+        ("guardrail.detect.classifier", "detect"),
+        ("guardrail.respond", "respond"),
+    ],
 )
 def test_part_of(module: str, part: str) -> None:
     assert part_of(module) == part

@@ -271,7 +271,8 @@ def test_lookup_retries_unprocessed_keys_and_fails_rather_than_guess() -> None:
 
     import pytest  # noqa: PLC0415
 
-    from guardrail.respond.incidents import IncidentStore, IncompleteReadError  # noqa: PLC0415
+    from guardrail.respond.state.store import IncidentStore  # noqa: PLC0415
+    from guardrail.respond.state.table import IncompleteReadError  # noqa: PLC0415
 
     lock = {"pk": {"S": "PRINCIPAL#arn:aws:iam::111122223333:role/A"}, "sk": {"S": "OPEN"},
             "incident_id": {"S": "GR-1"}, "status": {"S": "contained"}, "summary_at": {"N": "0"}}  # fmt: skip

@@ -179,7 +179,7 @@ def release_command(principal: str, reason: str, released_by: str | None) -> int
 
 def incidents_command(*, as_json: bool, limit: int) -> int:
     rt = _operator_runtime()
-    incidents = rt.store.incidents(limit=limit)
+    incidents = rt.store.records.incidents(limit=limit)
     if as_json:
         print(json.dumps([i.to_dict() for i in incidents], indent=2))
         return 0

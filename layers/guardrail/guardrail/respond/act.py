@@ -32,15 +32,16 @@ from guardrail.respond.containment import (
     plan_containment,
     principal_key,
 )
-from guardrail.respond.incidents import Claim, Lookup, OpenIncident
 from guardrail.respond.organizations import MemberAccessError, refusal
 from guardrail.respond.outcome import Outcome, quarantine
+from guardrail.respond.state.store import Claim, Lookup
 from guardrail.telemetry import logger, metrics
 
 if TYPE_CHECKING:
     from guardrail.detect.verdict import Verdict
     from guardrail.environments import ThresholdHit
     from guardrail.respond.runtime import Runtime
+    from guardrail.respond.state.records import OpenIncident
 
 
 def act(verdict: Verdict, rt: Runtime, started: float, event: object = None) -> Outcome:
@@ -121,7 +122,7 @@ def _recheck(verdict: Verdict, rt: Runtime, started: float, tally: Tally) -> Out
     before any of them wrote; the last to write sees the total, so a burst that fills a window is acted on
     even when no later event comes."""
     policy = rt.settings.policies[verdict.environment]
-    hits = reached(policy, rt.store.window(tally), tally, include_tally=False)
+    hits = reached(policy, rt.store.windows.read(tally), tally, include_tally=False)
     if not hits or escalate(verdict, hits).decision.rank <= verdict.decision.rank:
         return None  # nothing more to do: counted and logged once, where it was decided
     return _act(_escalated(verdict, hits), rt, started, Lookup({}), None, None, mark_event=False)
@@ -310,14 +311,14 @@ def _announce_once(verdict: Verdict, incident: Incident, rt: Runtime) -> None:
     try:
         _announce(verdict, incident, rt)
     except Exception:
-        rt.store.release_announcement(event_id)
+        rt.store.ledger.release_announcement(event_id)
         raise
-    rt.store.mark_notified(event_id)
+    rt.store.ledger.mark_notified(event_id)
 
 
 def _follow_winner(claim: Claim, key: str, verdict: Verdict, rt: Runtime, mark_event: bool = True) -> Outcome:
     """Another invocation holds the principal: count this event into its incident, unless it is this very event."""
-    held = None if claim.duplicate else rt.store.open_for(key)
+    held = None if claim.duplicate else rt.store.records.open_for(key)
     if held is None:
         return Outcome(status="duplicate", verdict=verdict, incident_id=claim.incident_id)
     # The lost claim wrote nothing, so the event is counted here; its windows were counted already
@@ -333,7 +334,9 @@ def _opened(
     """After a claim: announce a new incident, or count the event into the one that won."""
     if not claim.won:
         return _follow_winner(claim, incident.key, verdict, rt, mark_event)
-    if rt.store.claim_announcement(verdict.call.event_id):  # lost only to a delivery of this very event
+    if rt.store.ledger.claim_announcement(
+        verdict.call.event_id
+    ):  # lost only to a delivery of this very event
         _announce_once(verdict, incident, rt)
     notes = (
         [incident.reason, *incident.manual_steps] if incident.status is IncidentStatus.NOT_CONTAINABLE else []
@@ -365,14 +368,14 @@ def _join(
     )
     if not joined:
         return Outcome(status="duplicate", verdict=verdict, incident_id=held.incident_id)
-    if store.claim_summary(held):
-        incident = store.get(held.incident_id)
+    if store.records.claim_summary(held):
+        incident = store.records.get(held.incident_id)
         if incident is not None:
             since = datetime.fromtimestamp(held.summary_at, UTC)
             _announce(
                 verdict, incident, rt, kind="update", summary=incident.summary_since_last(rt.clock(), since)
             )
-            store.mark_summarized(incident)
+            store.ledger.mark_summarized(incident)
     return Outcome(status="joined", verdict=verdict, incident_id=held.incident_id)
 
 
@@ -382,8 +385,12 @@ def _already_handled(
     """A redelivery or a retry. If the first delivery recorded the incident but failed to announce it,
     announce now; if it counted the event but failed acting on the window it filled, act now."""
     incident_id = found.seen_in
-    if not found.notified and incident_id is not None and rt.store.claim_announcement(verdict.call.event_id):
-        incident = rt.store.get(incident_id)
+    if (
+        not found.notified
+        and incident_id is not None
+        and rt.store.ledger.claim_announcement(verdict.call.event_id)
+    ):
+        incident = rt.store.records.get(incident_id)
         if incident is not None:
             _announce_once(verdict, incident, rt)
             return Outcome(status="notified_on_retry", verdict=verdict, incident_id=incident_id)
@@ -399,11 +406,11 @@ def _lost_race(
 ) -> Outcome:
     """Another invocation claimed the principal while we were writing to IAM. Our writes repeated
     its own; redo them under its incident so the role's policy and tags name the incident on record."""
-    winner = rt.store.get(claim.incident_id)
+    winner = rt.store.records.get(claim.incident_id)
     iam = rt.iam_for(plan.target.account) if plan.target else None
     if winner is not None and winner.status is IncidentStatus.CONTAINED and iam is not None:
         apply_plan(plan, IncidentRef(winner.id, winner.opened_at), iam)
-    rt.store.record(claim.incident_id, "raced", rt.identity().arn, {"event_id": verdict.call.event_id})
+    rt.store.audit.record(claim.incident_id, "raced", rt.identity().arn, {"event_id": verdict.call.event_id})
     return _follow_winner(claim, key, verdict, rt, mark_event)
 
 

@@ -29,10 +29,10 @@ def release(principal: str, reason: str, released_by: str, rt: Runtime) -> Incid
         raise ReleaseError("released_by is required: who is releasing")
     target = Target.from_arn(principal)
     store = rt.store
-    held = store.open_for(target.key)
+    held = store.records.open_for(target.key)
     if held is None:
         raise ReleaseError(f"{target.key} is not contained: there is no open incident for it")
-    incident = store.get(held.incident_id)
+    incident = store.records.get(held.incident_id)
     if incident is None:
         raise ReleaseError(f"incident {held.incident_id} holds {target.key} but its record is missing")
     records = [ActionRecord.from_item(a) for a in incident.actions if not a.get("details", {}).get("dry_run")]
@@ -42,13 +42,13 @@ def release(principal: str, reason: str, released_by: str, rt: Runtime) -> Incid
     try:
         undone = undo_records(records, iam) if records and iam is not None else []
     except Exception as exc:
-        store.record(incident.id, "release_failed", released_by, {"reason": reason, "error": str(exc)})
+        store.audit.record(incident.id, "release_failed", released_by, {"reason": reason, "error": str(exc)})
         raise ReleaseError(f"release of {target.key} failed, it stays contained: {exc}") from exc
     store.close(incident, released_by.strip(), reason.strip(), [u.to_item() for u in undone])
     # Counts from before the release would re-contain on the agent's next refused call.
-    store.forget_windows(target.key)
+    store.windows.forget(target.key)
     metrics.add_metric(name="Released", unit=MetricUnit.Count, value=1)
-    released = store.get(incident.id)
+    released = store.records.get(incident.id)
     assert released is not None
     try:
         sns.publish(

@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 
     from guardrail.model import ApiCall, Environment
     from guardrail.respond.containment import ResponderIdentity
-    from guardrail.respond.incidents import IncidentStore
     from guardrail.respond.organizations import Directory, MemberSessions
+    from guardrail.respond.state.store import IncidentStore
 
 
 def _utc_now() -> datetime:
@@ -116,7 +116,7 @@ class Runtime:
         if self._store is None:
             if not self.settings.state_table:
                 raise ConfigurationError("GUARDRAIL_STATE_TABLE is not set: incidents need the state table")
-            from guardrail.respond.incidents import IncidentStore
+            from guardrail.respond.state.store import IncidentStore
 
             self._store = IncidentStore(self.aws.dynamodb, self.settings.state_table, self.clock)
         return self._store

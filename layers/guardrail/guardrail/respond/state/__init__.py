@@ -1,0 +1,1 @@
+"""The state table: incident records and locks, the event ledger, windows and audit (see store.py)."""
