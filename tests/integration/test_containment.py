@@ -185,7 +185,10 @@ def test_never_contains_the_responders_own_role(account: Any, make_responder: An
     event = critical()
     identity = event["detail"]["userIdentity"]
     identity["arn"] = f"arn:aws:sts::{ACCOUNT}:assumed-role/{role_name}/fn"
-    identity["sessionContext"]["sessionIssuer"].update(arn=role["Arn"], userName=role_name)
+    identity["principalId"] = f"{role['RoleId']}:fn"
+    identity["sessionContext"]["sessionIssuer"].update(
+        arn=role["Arn"], userName=role_name, principalId=role["RoleId"]
+    )
 
     summary = responder(event)
 
@@ -252,7 +255,8 @@ def test_containment_refused_by_iam_fails_loudly_and_the_retry_contains(responde
     iam.put_user_policy(UserName="guardrail-responder", PolicyName="broken", PolicyDocument=json.dumps(deny))
 
     with pytest.raises(
-        ContainmentFailed, match="put_role_deny_all on arn:aws:iam::111122223333:role/AIAgentRole failed"
+        ContainmentFailed,
+        match="no deny could be written on arn:aws:iam::111122223333:role/AIAgentRole: put_role_deny_all: AccessDenied",
     ):
         responder(event)  # the invocation fails: Lambda retries, then the failure destination keeps it
 
@@ -271,7 +275,8 @@ def test_deleted_agent_role_is_a_containment_failure(responder: Responder) -> No
         responder(critical())  # no role was ever created for this agent
 
 
-def test_inline_policy_quota_full_is_a_containment_failure(make_responder: Any) -> None:
+def test_a_full_inline_quota_without_the_fallback_is_a_containment_failure(make_responder: Any) -> None:
+    # No AWSDenyAll to fall back to (moto has no AWS managed policies here): every deny layer fails.
     responder = make_responder()
     from botocore.exceptions import ClientError  # noqa: PLC0415
 

@@ -22,8 +22,9 @@ ENVELOPE = load_event("rules/s3.bucket-deleted.json")
 def test_envelope_and_bare_record_give_the_same_call() -> None:
     from_envelope = parse_event(ENVELOPE)
     from_record = parse_event(ENVELOPE["detail"])
-    assert from_envelope == replace(from_record, delivered_by="111122223333")  # the envelope adds its sender
-    assert from_record.delivered_by is None
+    # The envelope adds its sender and its source; the handler refuses a record without them.
+    assert from_envelope == replace(from_record, delivered_by="111122223333", delivered_from="aws.s3")
+    assert (from_record.delivered_by, from_record.delivered_from) == (None, None)
     assert from_envelope.event_name == "DeleteBucket"
     assert from_envelope.account == "111122223333"
     assert from_envelope.request["bucketName"] == "orders-archive"
@@ -137,7 +138,7 @@ def test_session_without_issuer_takes_the_role_from_the_arn() -> None:
     event = copy.deepcopy(ENVELOPE)
     del event["detail"]["userIdentity"]["sessionContext"]
     principal = parse_event(event).principal
-    assert (principal.kind, principal.name, principal.role_arn) == (PrincipalKind.ROLE, "AIAgentRole", None)
+    assert (principal.kind, principal.name, principal.issuer_arn) == (PrincipalKind.ROLE, "AIAgentRole", None)
 
 
 # --- files -------------------------------------------------------------------------------------------

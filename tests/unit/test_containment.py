@@ -242,12 +242,15 @@ def test_every_session_of_an_agent_shares_one_key() -> None:
 def test_actions_declare_their_permissions() -> None:
     assert containment_permissions() == {
         "iam:PutRolePolicy", "iam:TagRole", "iam:PutUserPolicy", "iam:ListAccessKeys", "iam:UpdateAccessKey",
+        "iam:AttachRolePolicy", "iam:AttachUserPolicy",  # the AWSDenyAll fallback
     }  # fmt: skip
     assert release_permissions() == {
         "iam:DeleteRolePolicy",
         "iam:UntagRole",
         "iam:DeleteUserPolicy",
         "iam:UpdateAccessKey",
+        "iam:DetachRolePolicy",
+        "iam:DetachUserPolicy",
     }
     for action in (
         PutRoleDenyAll(),

@@ -91,9 +91,12 @@ class Principal:
     arn: str  # the caller as CloudTrail names it (an assumed-role ARN for sessions); "" when absent
     account: str
     name: str  # role or user name: what IAM calls take; "" when unknown
-    role_arn: str | None = None  # the IAM role behind a session (with its path)
+    issuer_arn: str | None = None  # the IAM role or user behind a session (with its path)
     session_name: str | None = None
     access_key_id: str | None = None
+    # Why the record's identity fields do not describe one principal (names or accounts that disagree, a
+    # name IAM would refuse); such an event is refused, never acted on.
+    conflict: str | None = None
 
     @property
     def display(self) -> str:
@@ -103,9 +106,9 @@ class Principal:
 
     @property
     def arns(self) -> tuple[str, ...]:
-        """Every ARN a principal pattern may be written against: the caller and the role behind it."""
-        if self.role_arn:
-            return (self.arn, self.role_arn) if self.arn else (self.role_arn,)
+        """Every ARN a principal pattern may be written against: the caller and the role or user behind it."""
+        if self.issuer_arn:
+            return (self.arn, self.issuer_arn) if self.arn else (self.issuer_arn,)
         return (self.arn,) if self.arn else ()
 
 
@@ -128,3 +131,4 @@ class ApiCall:
     read_only: bool | None = None
     request_id: str | None = None
     delivered_by: str | None = None  # the EventBridge envelope's account: who put the event on the bus
+    delivered_from: str | None = None  # the envelope's source (aws.<service> when AWS delivered it)

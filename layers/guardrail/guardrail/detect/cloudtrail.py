@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -94,8 +95,37 @@ def _describe(error: ValidationError, where: str) -> str:
     return "; ".join(problems) + (f"; and {more} more" if more > 0 else "")
 
 
+# IAM's own syntax: what a role or user name, a path and an account id can be. Anything else in a record
+# is not an identity IAM could hold, and must never reach an IAM call.
+IAM_NAME = re.compile(r"^[\w+=,.@-]{1,64}$", re.ASCII)
+
+
+def _disagreement(label: str, pairs: list[tuple[str, str | None]]) -> str | None:
+    """Why the values a record gives for one thing differ, or None when every one present agrees."""
+    present = [(where, value) for where, value in pairs if value]
+    if len({value for _, value in present}) <= 1:
+        return None
+    return f"the identity's {label} disagree: " + ", ".join(f"{w}={_clip(v, 80)!r}" for w, v in present)
+
+
+def _conflict(problems: Sequence[str | None]) -> str | None:
+    found = [p for p in problems if p]
+    return "userIdentity does not describe one principal (" + "; ".join(found) + ")" if found else None
+
+
+def _bad_name(where: str, name: str) -> str | None:
+    return None if not name or IAM_NAME.match(name) else f"{where} {_clip(name, 80)!r} is not an IAM name"
+
+
 def principal_of(identity: UserIdentity, fallback_account: str) -> Principal:
-    """Who called, in IAM's terms: the role or user a containment would act on."""
+    """Who called, in IAM's terms: the role or user a containment would act on.
+
+    The record names its caller several times (the caller's ARN, the session issuer's ARN and name, the
+    principal id, account ids). A containment acts on one of them and the agent and protected checks read
+    the others, so they must agree: a record whose fields describe two principals, or a name IAM would
+    refuse, gets a `conflict` and is refused before anything is decided on it. This runs for every event:
+    the common case is a few string comparisons, and the messages are built only when something differs.
+    """
     kind_name = identity.type
     arn = identity.arn or ""
     account = identity.account_id or fallback_account
@@ -105,38 +135,136 @@ def principal_of(identity: UserIdentity, fallback_account: str) -> Principal:
     if kind_name == "Root":
         return Principal(PrincipalKind.ROOT, arn, account, "root", access_key_id=key)
     if kind_name == "IAMUser":
-        name = identity.user_name or arn.rpartition("/")[2]
-        return Principal(PrincipalKind.USER, arn, account, name, access_key_id=key)
-    if kind_name == "AssumedRole":
-        role_arn = issuer.arn if issuer and issuer.arn else None
-        name = (issuer.user_name if issuer else None) or _role_name_from_session_arn(arn)
-        session = arn.rpartition("/")[2] if arn.count("/") >= 2 else None
-        path = role_arn.split(":", 5)[-1] if role_arn else ""
-        if name.startswith(IDENTITY_CENTER_ROLE_PREFIX) or IDENTITY_CENTER_PATH in path:
-            kind = PrincipalKind.IDENTITY_CENTER
-        elif SERVICE_LINKED_PATH in path:
-            kind = PrincipalKind.SERVICE_LINKED
-        else:
-            kind = PrincipalKind.ROLE
-        return Principal(kind, arn, account, name, role_arn, session, key)
+        parts = _arn_parts(arn, "iam") if arn else None
+        arn_name = parts[1].rpartition("/")[2] if parts and parts[1].startswith("user/") else None
+        arn_account = parts[0] if parts else None
+        name = identity.user_name or arn_name or ""
+        conflict = None
+        if (
+            (arn and arn_name is None)
+            or (arn_account and arn_account != account)
+            or (arn_name and arn_name != name)
+        ):
+            conflict = _conflict(
+                [
+                    f"userIdentity.arn {_clip(arn)!r} is not an IAM user ARN"
+                    if arn and arn_name is None
+                    else None,
+                    _disagreement(
+                        "names",
+                        [("userIdentity.arn", arn_name), ("userIdentity.userName", identity.user_name)],
+                    ),
+                    _disagreement(
+                        "accounts",
+                        [
+                            ("userIdentity.arn", arn_account),
+                            ("the record's account", account),
+                        ],
+                    ),
+                ]
+            )
+        if conflict is None and name and not IAM_NAME.match(name):
+            conflict = _conflict([_bad_name("userIdentity.userName", name)])
+        return Principal(PrincipalKind.USER, arn, account, name, access_key_id=key, conflict=conflict)
+    if kind_name in ("AssumedRole", "FederatedUser"):
+        return _session_principal(identity, issuer, arn, account, federated=kind_name == "FederatedUser")
     if kind_name == "AWSService":
         return Principal(PrincipalKind.SERVICE, arn, account, identity.invoked_by or "", access_key_id=key)
-    if kind_name == "FederatedUser":
-        name = issuer.user_name if issuer and issuer.user_name else arn.rpartition("/")[2]
-        return Principal(PrincipalKind.FEDERATED, arn, account, name or "", access_key_id=key)
     if kind_name == "IdentityCenterUser":
         return Principal(PrincipalKind.IDENTITY_CENTER, arn, account, identity.user_name or "")
     return Principal(PrincipalKind.UNKNOWN, arn, account, identity.user_name or "", access_key_id=key)
 
 
-def _role_name_from_session_arn(arn: str) -> str:
-    # arn:aws:sts::123456789012:assumed-role/RoleName/session
-    resource = arn.split(":", 5)[-1]
-    parts = resource.split("/")
-    return parts[1] if len(parts) >= 3 and parts[0] == "assumed-role" else ""
+def _arn_parts(arn: str, service: str) -> tuple[str, str] | None:
+    """(account, resource) of an ARN of `service` in any partition, or None: string operations, not a
+    regular expression, because this runs for every event."""
+    parts = arn.split(":", 5)
+    if len(parts) != 6 or parts[0] != "arn" or not parts[1].startswith("aws") or parts[2] != service:
+        return None
+    account = parts[4]
+    return (account, parts[5]) if len(account) == 12 and account.isdigit() else None
 
 
-def api_call_of(record: CloudTrailRecord, envelope_account: str | None = None) -> ApiCall:
+def _session_principal(
+    identity: UserIdentity, issuer: SessionIssuer | None, arn: str, account: str, *, federated: bool
+) -> Principal:
+    """An assumed-role session (the role behind it is the principal) or a GetFederationToken session (the
+    IAM user that minted it is): what the caller's ARN, the issuer and the principal id say must agree."""
+    problems: list[str] = []
+    arn_account = arn_role = session = None
+    if arn:
+        found = _arn_parts(arn, "sts")
+        segments = found[1].split("/") if found else []
+        if federated and len(segments) == 2 and segments[0] == "federated-user":
+            arn_account, session = found[0] if found else None, segments[1]
+        elif not federated and len(segments) == 3 and segments[0] == "assumed-role":
+            arn_account, arn_role, session = found[0] if found else None, segments[1], segments[2]
+        else:
+            kind = "federated-user" if federated else "assumed-role"
+            problems.append(f"userIdentity.arn {_clip(arn)!r} is not an {kind} ARN")
+    issuer_arn = issuer.arn if issuer and issuer.arn else None
+    issuer_account = issuer_name = None
+    path = ""
+    if issuer_arn:
+        wanted = "user/" if federated else "role/"
+        found = _arn_parts(issuer_arn, "iam")
+        if found and found[1].startswith(wanted):
+            issuer_account = found[0]
+            head, _, issuer_name = found[1].rpartition("/")
+            path = head[len(wanted) - 1 :] + "/"
+        else:
+            problems.append(f"sessionIssuer.arn {_clip(issuer_arn)!r} is not an IAM {wanted[:-1]} ARN")
+    given = issuer.user_name if issuer else None
+    name = arn_role or issuer_name or given or ""
+    if (arn_role and arn_role != name) or (issuer_name and issuer_name != name) or (given and given != name):
+        names = [
+            ("userIdentity.arn", arn_role),
+            ("sessionIssuer.arn", issuer_name),
+            ("sessionIssuer.userName", given),
+        ]
+        problems.append(_disagreement("names", names) or "")
+    issuer_given_account = issuer.account_id if issuer else None
+    if (
+        (arn_account and arn_account != account)
+        or (issuer_account and issuer_account != account)
+        or (issuer_given_account and issuer_given_account != account)
+    ):
+        accounts = [
+            ("userIdentity.arn", arn_account),
+            ("sessionIssuer.arn", issuer_account),
+            ("sessionIssuer.accountId", issuer_given_account),
+            ("the record's account", account),
+        ]
+        problems.append(_disagreement("accounts", accounts) or "")
+    principal_id = identity.principal_id
+    if principal_id and not federated and session is not None:
+        # <role id>:<session name>; the role id is the issuer's principal id.
+        role_id, _, named = principal_id.partition(":")
+        if named != session:
+            problems.append(
+                f"principalId {_clip(principal_id)!r} names another session than {_clip(session)!r}"
+            )
+        if issuer and issuer.principal_id and issuer.principal_id != role_id:
+            problems.append(
+                f"principalId {_clip(principal_id)!r} is not a session of {_clip(issuer.principal_id)!r}"
+            )
+    if name and not IAM_NAME.match(name):
+        problems.append(f"{_clip(name, 80)!r} is not an IAM role or user name")
+    if federated:
+        kind = PrincipalKind.FEDERATED
+    elif name.startswith(IDENTITY_CENTER_ROLE_PREFIX) or path.startswith(IDENTITY_CENTER_PATH):
+        kind = PrincipalKind.IDENTITY_CENTER
+    elif path.startswith(SERVICE_LINKED_PATH):
+        kind = PrincipalKind.SERVICE_LINKED
+    else:
+        kind = PrincipalKind.ROLE
+    conflict = _conflict(problems) if problems else None
+    return Principal(kind, arn, account, name, issuer_arn, session, identity.access_key_id, conflict=conflict)
+
+
+def api_call_of(
+    record: CloudTrailRecord, envelope_account: str | None = None, envelope_source: str | None = None
+) -> ApiCall:
     account = record.recipient_account_id or envelope_account or record.user_identity.account_id or ""
     return ApiCall(
         event_id=record.event_id,
@@ -154,12 +282,26 @@ def api_call_of(record: CloudTrailRecord, envelope_account: str | None = None) -
         read_only=record.read_only,
         request_id=record.request_id,
         delivered_by=envelope_account,
+        delivered_from=envelope_source,
     )
 
 
 def forgery(call: ApiCall) -> str | None:
-    """Why an event's envelope contradicts its record, or None. EventBridge sets the envelope's account to
-    the account that put the event on the bus: a record naming another account was forged or mangled."""
+    """Why an event must not be believed, or None: its envelope contradicts its record (EventBridge sets the
+    envelope's account to the account that put the event on the bus: a record naming another account was
+    forged or mangled), or its record names two principals at once."""
+    if call.delivered_from is None:
+        return (
+            "a bare CloudTrail record, not an EventBridge event: only EventBridge delivers to the responder, "
+            "so it was handed over directly; refused, nothing was done"
+        )
+    if not call.delivered_from.startswith("aws."):
+        return (
+            f"event source {_clip(call.delivered_from)!r} is not AWS: EventBridge lets only AWS put aws.* "
+            "sources, so this was put by someone else; refused as forged, nothing was done"
+        )
+    if call.principal.conflict:
+        return f"{call.principal.conflict}: refused as forged; nothing was done"
     if call.delivered_by and call.account and call.delivered_by != call.account:
         return (
             f"event put on the bus by account {call.delivered_by} names account {call.account}: refused as "
@@ -186,7 +328,7 @@ def parse_event(event: object) -> ApiCall:
                 envelope = CloudTrailEnvelope.model_validate(event)
             except ValidationError as exc:
                 raise InvalidEventError(_describe(exc, "")) from None
-            return api_call_of(envelope.detail, envelope.account)
+            return api_call_of(envelope.detail, envelope.account, envelope.source)
         if "eventSource" in event or "eventName" in event or "userIdentity" in event:
             try:
                 return api_call_of(CloudTrailRecord.model_validate(event))
@@ -210,7 +352,7 @@ def _envelope_from_json(text: str) -> ApiCall | None:
         return None
     if envelope.detail_type != CLOUDTRAIL_DETAIL_TYPE:
         return None
-    return api_call_of(envelope.detail, envelope.account)
+    return api_call_of(envelope.detail, envelope.account, envelope.source)
 
 
 def parse_line(text: str) -> ApiCall:

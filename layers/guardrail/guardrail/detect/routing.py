@@ -15,6 +15,9 @@ else as it can (every routed call is an invocation). So:
   could not be proven to match; a missed ``PutEventSelectors`` that drops management events costs far
   more than the invocations a name route spends.
 - Authorization failures are routed by errorCode, whatever the call; so is anything the root user does.
+- Every pattern filters on ``source`` (prefix ``aws.``). EventBridge refuses PutEvents with a source that
+  begins with ``aws.``, so only AWS's own events match: an agent allowed ``events:PutEvents`` cannot put a
+  forged "AWS API Call via CloudTrail" event in front of the responder.
 """
 
 from __future__ import annotations
@@ -39,6 +42,15 @@ GLOBAL_SOURCES = (
     "route53.amazonaws.com",
     "sts.amazonaws.com",
 )
+
+
+# Only AWS can put an event whose source begins with "aws." on a bus (PutEvents refuses it to anyone else).
+AWS_SOURCES = [{"prefix": "aws."}]
+
+
+def cloudtrail_pattern(detail: dict[str, Any]) -> dict[str, Any]:
+    """A pattern for CloudTrail records delivered by AWS itself, whose detail matches `detail`."""
+    return {"source": AWS_SOURCES, "detail-type": [CLOUDTRAIL_DETAIL_TYPE], "detail": detail}
 
 
 def _compact(pattern: dict[str, Any]) -> str:
@@ -120,10 +132,9 @@ def destructive_pattern(by_name: dict[str, set[str]]) -> dict[str, Any]:
     names = sorted({n for found in by_name.values() for n in found})
     verbs = _prefix_verbs(by_name)
     exact = [n for n in names if not n.startswith(tuple(verbs))]
-    return {
-        "detail-type": [CLOUDTRAIL_DETAIL_TYPE],
-        "detail": {"eventSource": sorted(by_name), "eventName": [*({"prefix": v} for v in verbs), *exact]},
-    }
+    return cloudtrail_pattern(
+        {"eventSource": sorted(by_name), "eventName": [*({"prefix": v} for v in verbs), *exact]}
+    )
 
 
 def _packed(entries: list[dict[str, Any]], base: str) -> dict[str, dict[str, Any]]:
@@ -140,15 +151,14 @@ def _packed(entries: list[dict[str, Any]], base: str) -> dict[str, dict[str, Any
 
 
 def _conditional_pattern(entries: list[dict[str, Any]]) -> dict[str, Any]:
-    detail = entries[0] if len(entries) == 1 else {"$or": entries}
-    return {"detail-type": [CLOUDTRAIL_DETAIL_TYPE], "detail": detail}
+    return cloudtrail_pattern(entries[0] if len(entries) == 1 else {"$or": entries})
 
 
 def access_denied_pattern(catalogue: Catalogue, sources: list[str] | None = None) -> dict[str, Any]:
     detail: dict[str, Any] = {"errorCode": sorted(catalogue.access_denied.error_codes)}
     if sources is not None:
         detail["eventSource"] = sources
-    return {"detail-type": [CLOUDTRAIL_DETAIL_TYPE], "detail": detail}
+    return cloudtrail_pattern(detail)
 
 
 def root_activity_pattern(sources: list[str] | None = None) -> dict[str, Any]:
@@ -156,7 +166,7 @@ def root_activity_pattern(sources: list[str] | None = None) -> dict[str, Any]:
     detail: dict[str, Any] = {"userIdentity": {"type": ["Root"]}}
     if sources is not None:
         detail["eventSource"] = sources
-    return {"detail-type": [CLOUDTRAIL_DETAIL_TYPE], "detail": detail}
+    return cloudtrail_pattern(detail)
 
 
 def agent_writes_pattern(sources: list[str] | None = None) -> dict[str, Any]:
@@ -171,7 +181,7 @@ def agent_writes_pattern(sources: list[str] | None = None) -> dict[str, Any]:
     }
     if sources is not None:
         detail["eventSource"] = sources
-    return {"detail-type": [CLOUDTRAIL_DETAIL_TYPE], "detail": detail}
+    return cloudtrail_pattern(detail)
 
 
 # Generated rules that are off unless a template parameter turns them on: name -> the template condition.

@@ -29,6 +29,7 @@ from guardrail.respond.containment import (
     ContainmentPlan,
     IncidentRef,
     apply_plan,
+    holding,
     plan_containment,
     principal_key,
 )
@@ -211,8 +212,18 @@ def contain(
         raise exc from error
 
     incident.actions = [r.to_item() for r in records]
-    incident.containment_ms = records[0].ms if records else None
+    held, failed = holding(records)
+    incident.containment_ms = next((r.ms for r in records if r.action in held), None)
     incident.caveats.append(CONSISTENCY_NOTE)
+    if failed:
+        # Stopped, but not every layer is in place: say which holds, so nobody reads the incident wrong.
+        incident.caveats.append(
+            f"Containment holds through {', '.join(held)}; {', '.join(failed)} failed (see actions)."
+        )
+        metrics.add_metric(name="ContainmentDegraded", unit=MetricUnit.Count, value=1)
+        logger.error(
+            "containment holds, but not every action succeeded", extra={"held": held, "failed": failed}
+        )
     audit = {
         "principal": incident.principal_arn,
         "event_ids": incident.event_ids,

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from guardrail.detect.verdict import Verdict
 
 DENY_ALL_POLICY = "GuardrailEmergencyDenyAll"
+# AWS's own managed deny-all: the fallback layer (commercial partition, like the template's ARNs).
+AWS_DENY_ALL_POLICY_ARN = "arn:aws:iam::aws:policy/AWSDenyAll"
 REVOKE_SESSIONS_POLICY = "GuardrailRevokeOlderSessions"
 INCIDENT_TAG = "guardrail:incident"
 CONTAINED_AT_TAG = "guardrail:contained-at"
@@ -180,6 +182,10 @@ class ContainmentAction(ABC):
     target_kind: ClassVar[TargetKind]
     permissions: ClassVar[tuple[str, ...]]
     undo_permissions: ClassVar[tuple[str, ...]]
+    # A deny layer: while one of these holds, the agent is stopped. The others (tags, keys) add to it.
+    stops_agent: ClassVar[bool] = False
+    # What to do instead when this action fails: another layer that stops the agent the same way.
+    fallback: ClassVar[ContainmentAction | None] = None
 
     @abstractmethod
     def apply(self, target: Target, incident: IncidentRef, iam: IAMClient) -> ActionRecord: ...
@@ -232,12 +238,63 @@ class _InlinePolicy(ContainmentAction):
         return self._undone(record, iam, lambda: self._delete(iam, name, record.details["policy_name"]))
 
 
+class _AttachDenyAll(ContainmentAction):
+    """AWS's managed AWSDenyAll attached to the target: the fallback when an inline deny cannot be written.
+    The inline-policy quota (2,048 characters for a user, 10,240 for a role) is the agent's to fill; an
+    attached managed policy does not count against it, and AWS owns the document, so nobody can edit it."""
+
+    stops_agent = True
+
+    @abstractmethod
+    def _attach(self, iam: IAMClient, name: str) -> Any: ...
+
+    @abstractmethod
+    def _detach(self, iam: IAMClient, name: str) -> Any: ...
+
+    def apply(self, target: Target, incident: IncidentRef, iam: IAMClient) -> ActionRecord:
+        response = self._attach(iam, target.name)
+        details = {"policy_arn": AWS_DENY_ALL_POLICY_ARN}
+        return ActionRecord(self.name, target.key, details, [_request_id(response)], _now_iso())
+
+    def undo(self, record: ActionRecord, iam: IAMClient) -> ActionRecord:
+        name = Target.from_arn(record.target).name
+        return self._undone(record, iam, lambda: self._detach(iam, name))
+
+
+class AttachRoleDenyAll(_AttachDenyAll):
+    name = "attach_role_deny_all"
+    target_kind = TargetKind.ROLE
+    permissions = ("iam:AttachRolePolicy",)
+    undo_permissions = ("iam:DetachRolePolicy",)
+
+    def _attach(self, iam: IAMClient, name: str) -> Any:
+        return iam.attach_role_policy(RoleName=name, PolicyArn=AWS_DENY_ALL_POLICY_ARN)
+
+    def _detach(self, iam: IAMClient, name: str) -> Any:
+        return iam.detach_role_policy(RoleName=name, PolicyArn=AWS_DENY_ALL_POLICY_ARN)
+
+
+class AttachUserDenyAll(_AttachDenyAll):
+    name = "attach_user_deny_all"
+    target_kind = TargetKind.USER
+    permissions = ("iam:AttachUserPolicy",)
+    undo_permissions = ("iam:DetachUserPolicy",)
+
+    def _attach(self, iam: IAMClient, name: str) -> Any:
+        return iam.attach_user_policy(UserName=name, PolicyArn=AWS_DENY_ALL_POLICY_ARN)
+
+    def _detach(self, iam: IAMClient, name: str) -> Any:
+        return iam.detach_user_policy(UserName=name, PolicyArn=AWS_DENY_ALL_POLICY_ARN)
+
+
 class PutRoleDenyAll(_InlinePolicy):
     name = "put_role_deny_all"
     target_kind = TargetKind.ROLE
     permissions = ("iam:PutRolePolicy",)
     undo_permissions = ("iam:DeleteRolePolicy",)
     policy_name = DENY_ALL_POLICY
+    stops_agent = True
+    fallback = AttachRoleDenyAll()
 
     def document(self, incident: IncidentRef) -> dict[str, Any]:
         return deny_all_document(incident)
@@ -266,6 +323,8 @@ class PutUserDenyAll(_InlinePolicy):
     permissions = ("iam:PutUserPolicy",)
     undo_permissions = ("iam:DeleteUserPolicy",)
     policy_name = DENY_ALL_POLICY
+    stops_agent = True
+    fallback = AttachUserDenyAll()
 
     def document(self, incident: IncidentRef) -> dict[str, Any]:
         return deny_all_document(incident)
@@ -337,8 +396,10 @@ class DeactivateAccessKeys(ContainmentAction):
 ALL_ACTIONS: tuple[ContainmentAction, ...] = (
     PutRoleDenyAll(),
     PutRoleRevokeOlderSessions(),
+    AttachRoleDenyAll(),
     TagRole(),
     PutUserDenyAll(),
+    AttachUserDenyAll(),
     DeactivateAccessKeys(),
 )
 ACTIONS_BY_NAME = {a.name: a for a in ALL_ACTIONS}
@@ -393,9 +454,13 @@ class ResponderIdentity:
 def principal_key(principal: Principal) -> str:
     """The principal's identity in the state table: one open incident per key. Roles and users by their
     path-free ARN (a session's role, not the session), so every session of an agent joins one incident."""
-    role_kinds = (PrincipalKind.ROLE, PrincipalKind.IDENTITY_CENTER, PrincipalKind.SERVICE_LINKED)
-    if principal.kind in role_kinds and principal.name:
+    if principal.kind is PrincipalKind.ROLE and principal.name:
         return Target(TargetKind.ROLE, principal.name, principal.account).key
+    if principal.kind in (PrincipalKind.IDENTITY_CENTER, PrincipalKind.SERVICE_LINKED):
+        # Held "not containable": keyed by the full ARN, path included, so such a hold can never stand on the
+        # key of a role that can be contained (a record claiming an Identity Center path for an agent's own
+        # role would otherwise make that role immune).
+        return principal.issuer_arn or principal.arn or f"{principal.kind.value}:{principal.name}"
     if principal.kind in (PrincipalKind.USER, PrincipalKind.FEDERATED) and principal.name:
         return Target(TargetKind.USER, principal.name, principal.account).key
     if principal.kind is PrincipalKind.ROOT:
@@ -525,24 +590,47 @@ def plan_containment(
 def apply_plan(
     plan: ContainmentPlan, incident: IncidentRef, iam: IAMClient, started: float | None = None
 ) -> list[ActionRecord]:
-    """Do the plan's actions in order, the one that stops the agent first. Raises ContainmentFailed,
-    with what was done so far, when one fails after botocore's retries. With `started` (a
+    """Do the plan's actions in order, the one that stops the agent first, and every one of them whatever
+    another's fate: a user's keys are deactivated even when its deny policy could not be written. A deny
+    layer that fails is replaced by its fallback (the inline quota is the agent's to fill).
+
+    Returns every record, failures included (their `error` set), when at least one deny layer holds: the
+    agent is stopped. Raises ContainmentFailed, with everything done, when none does. With `started` (a
     perf_counter reading at handler entry) each record says how many ms after it the action completed."""
-    assert plan.target is not None
+    target = plan.target
+    assert target is not None
     records: list[ActionRecord] = []
-    for action in plan.actions:
+    tried: set[str] = set()
+    holds = False
+
+    def attempt(action: ContainmentAction) -> ActionRecord:
+        tried.add(action.name)
         try:
-            record = action.apply(plan.target, incident, iam)
-            if started is not None:
-                record.ms = round((time.perf_counter() - started) * 1000, 2)
-            records.append(record)
-        except Exception as exc:  # any failure here leaves an agent loose: say exactly which step and why
+            record = action.apply(target, incident, iam)
+        except Exception as exc:  # any failure here may leave an agent loose: say exactly which step and why
             code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
-            records.append(ActionRecord(action.name, plan.target.key, at=_now_iso(), error=f"{code}: {exc}"))
-            raise ContainmentFailed(
-                f"{action.name} on {plan.target.key} failed: {code}: {exc}", records
-            ) from exc
+            record = ActionRecord(action.name, target.key, at=_now_iso(), error=f"{code}: {exc}")
+        if started is not None:
+            record.ms = round((time.perf_counter() - started) * 1000, 2)
+        records.append(record)
+        return record
+
+    for action in plan.actions:
+        record = attempt(action)
+        if record.error is None:
+            holds = holds or action.stops_agent
+        elif action.fallback is not None and action.fallback.name not in tried:
+            holds = attempt(action.fallback).error is None or holds
+    if not holds:
+        failed = "; ".join(f"{r.action}: {r.error}" for r in records if r.error)
+        raise ContainmentFailed(f"no deny could be written on {target.key}: {failed}", records)
     return records
+
+
+def holding(records: list[ActionRecord]) -> tuple[list[str], list[str]]:
+    """(the deny layers that hold, the actions that failed), by name, from what apply_plan returned."""
+    held = [r.action for r in records if r.error is None and ACTIONS_BY_NAME[r.action].stops_agent]
+    return held, [r.action for r in records if r.error]
 
 
 def undo_records(records: list[ActionRecord], iam: IAMClient) -> list[ActionRecord]:

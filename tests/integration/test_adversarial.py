@@ -1,0 +1,164 @@
+"""Issue 13 under moto with IAM enforced: an agent that writes its own events, or jams its own containment,
+still gets stopped, and never turns the responder on anyone else."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from guardrail.operate.replay import EmbeddedAws
+from tests.integration.conftest import ACCOUNT, Responder, critical, denied, fresh_id
+from tests.unit.test_trust import federated_event
+
+AWS_DENY_ALL = "arn:aws:iam::aws:policy/AWSDenyAll"
+
+
+@pytest.fixture
+def account(monkeypatch: pytest.MonkeyPatch) -> Iterator[EmbeddedAws]:
+    # The fallback layer is AWS's managed AWSDenyAll: moto loads AWS managed policies only when asked.
+    monkeypatch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+    with EmbeddedAws(account=ACCOUNT) as aws:
+        yield aws
+
+
+def _sso_forgery() -> dict[str, Any]:
+    """The agent's own role, claimed to sit under Identity Center's path: were it believed, it would open a
+    "not containable" hold on the agent's key and every later real call would only join it."""
+    event = critical(event_id=fresh_id())
+    issuer = event["detail"]["userIdentity"]["sessionContext"]["sessionIssuer"]
+    issuer["arn"] = f"arn:aws:iam::{ACCOUNT}:role/aws-reserved/sso.amazonaws.com/AIAgentRole"
+    return event
+
+
+def test_an_envelope_not_from_aws_and_a_bare_record_are_refused_without_an_iam_write(
+    responder: Responder,
+) -> None:
+    agent = responder.agent(critical())
+    forged = critical(event_id=fresh_id())
+    forged["source"] = "agent.tools"
+    bare = critical(event_id=fresh_id())["detail"]
+
+    assert responder(forged)["status"] == "refused"
+    assert responder(bare)["status"] == "refused"
+
+    assert responder.writes("iam") == []
+    assert not denied(lambda: agent.client("s3").list_buckets())
+
+
+def test_a_forged_identity_center_issuer_gives_the_agent_no_immunity(responder: Responder) -> None:
+    agent = responder.agent(critical())
+
+    first = responder(_sso_forgery())
+    assert first["status"] == "not_containable"  # an Identity Center role, as the record claims
+    real = responder(critical(event_id=fresh_id()))
+
+    assert real["status"] == "contained"
+    assert responder.writes("iam")[:1] == ["PutRolePolicy"]
+    assert denied(lambda: agent.client("s3").list_buckets())
+
+
+def test_a_lying_user_name_never_writes_to_the_break_glass_role(make_responder: Any) -> None:
+    # Break-glass matches the agent patterns too (a sloppy pattern): the responder must still never touch it.
+    responder = make_responder(
+        {"GUARDRAIL_AGENT_PRINCIPALS": "arn:aws:iam::*:role/*,arn:aws:sts::*:assumed-role/*"}
+    )
+    iam = responder.aws.session().client("iam")
+    iam.create_role(
+        RoleName="BreakGlassAdmin", AssumeRolePolicyDocument='{"Version":"2012-10-17","Statement":[]}'
+    )
+    responder.agent(critical())
+    event = critical(event_id=fresh_id())
+    event["detail"]["userIdentity"]["sessionContext"]["sessionIssuer"]["userName"] = "BreakGlassAdmin"
+
+    summary = responder(event)
+
+    assert summary["status"] == "refused"
+    assert "names disagree" in summary["error"]
+    assert responder.writes("iam") == []
+    assert iam.list_role_policies(RoleName="BreakGlassAdmin")["PolicyNames"] == []
+
+
+def test_a_federated_session_of_an_agent_user_contains_the_user(responder: Responder) -> None:
+    user_agent = responder.agent(critical("principals/iam-user-terminate.json"))
+    event = federated_event()
+    event["detail"]["eventID"] = fresh_id()
+
+    summary = responder(event)
+
+    assert summary["status"] == "contained"
+    iam = responder.aws.session().client("iam")
+    assert iam.list_user_policies(UserName="ai-agent-ci")["PolicyNames"] == [
+        "AgentPermissions",
+        "GuardrailEmergencyDenyAll",
+    ]
+    keys = iam.list_access_keys(UserName="ai-agent-ci")["AccessKeyMetadata"]
+    assert {k["Status"] for k in keys} == {"Inactive"}
+    assert denied(lambda: user_agent.client("s3").list_buckets())
+
+
+class _QuotaFullUserPolicies:
+    """IAM as it answers once the agent has filled its user's 2,048 characters of inline policies;
+    everything else reaches the real (moto) IAM."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+
+    def put_user_policy(self, **_: Any) -> Any:
+        raise ClientError(
+            {"Error": {"Code": "LimitExceeded", "Message": "Maximum policy size of 2048 bytes exceeded"}},
+            "PutUserPolicy",
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def test_a_full_inline_quota_still_deactivates_the_keys_and_falls_back_to_aws_deny_all(
+    responder: Responder,
+) -> None:
+    event = critical("principals/iam-user-terminate.json")
+    agent = responder.agent(event)
+    iam = responder.aws.session().client("iam")
+    responder.runtime.aws._cache["iam"] = _QuotaFullUserPolicies(responder.runtime.aws.iam)
+
+    summary = responder(copy.deepcopy(event))
+
+    assert summary["status"] == "contained"
+    outcomes = {a["action"]: a["error"] for a in summary["actions"]}
+    assert outcomes["put_user_deny_all"].startswith("LimitExceeded")
+    assert outcomes["attach_user_deny_all"] is None
+    assert outcomes["deactivate_access_keys"] is None
+    assert [
+        p["PolicyArn"] for p in iam.list_attached_user_policies(UserName="ai-agent-ci")["AttachedPolicies"]
+    ] == [AWS_DENY_ALL]
+    assert {k["Status"] for k in iam.list_access_keys(UserName="ai-agent-ci")["AccessKeyMetadata"]} == {
+        "Inactive"
+    }
+    assert denied(lambda: agent.client("s3").list_buckets())
+    assert any("holds through attach_user_deny_all" in note for note in summary["notes"])
+
+
+def test_a_failed_tag_never_fails_a_containment_that_holds(responder: Responder) -> None:
+    agent = responder.agent(critical())
+
+    class NoTags:
+        def __init__(self, real: Any) -> None:
+            self._real = real
+
+        def tag_role(self, **_: Any) -> Any:
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "TagRole")
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._real, name)
+
+    responder.runtime.aws._cache["iam"] = NoTags(responder.runtime.aws.iam)
+
+    summary = responder(critical(event_id=fresh_id()))
+
+    assert summary["status"] == "contained"
+    assert denied(lambda: agent.client("s3").list_buckets())
+    assert any("tag_role failed" in note for note in summary["notes"])

@@ -1,0 +1,147 @@
+"""The jailer cannot be steered by the prisoner: what an event must be before it is believed (issue 13).
+
+Every expectation here is written out by hand, not derived from the code under test.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+
+from guardrail.detect.catalogue import default_catalogue
+from guardrail.detect.classifier import classify
+from guardrail.detect.cloudtrail import forgery, parse_event
+from guardrail.detect.routing import all_patterns, forwarder_patterns
+from guardrail.model import Decision, PrincipalKind
+from guardrail.settings import Settings
+from tests.conftest import EVENTS, load_event
+
+ROLE_EVENT = "rules/dynamodb.table-deleted.json"
+
+
+def _event(relative: str = ROLE_EVENT) -> dict[str, Any]:
+    return copy.deepcopy(load_event(relative))
+
+
+def test_every_sample_aws_delivers_is_believed() -> None:
+    for path in sorted(EVENTS.rglob("*.json")):
+        event = json.loads(path.read_text())
+        assert forgery(parse_event(event)) is None, path.name
+
+
+def test_an_envelope_from_a_source_that_is_not_aws_is_refused() -> None:
+    event = _event()
+    event["source"] = "my.agent"
+    assert "'my.agent' is not AWS" in (forgery(parse_event(event)) or "")
+
+
+def test_a_bare_record_handed_over_directly_is_refused() -> None:
+    record = _event()["detail"]
+    assert "a bare CloudTrail record" in (forgery(parse_event(record)) or "")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        # The role a containment writes to comes from the issuer; the agent check reads the session ARN.
+        (("sessionIssuer", "userName"), "BreakGlassAdmin", "names disagree"),
+        (("sessionIssuer", "arn"), "arn:aws:iam::111122223333:role/BreakGlassAdmin", "names disagree"),
+        (("sessionIssuer", "accountId"), "999999999999", "accounts disagree"),
+        (
+            ("arn",),
+            "arn:aws:sts::111122223333:assumed-role/AIAgentRole/../../BreakGlassAdmin",
+            "not an assumed-role",
+        ),
+        (("arn",), "arn:aws:sts::999999999999:assumed-role/AIAgentRole/s", "accounts disagree"),
+        (("principalId",), "AROAEXAMPLEAGENTROLE:another-session", "names another session"),
+        (("principalId",), "AROAOTHERROLE:claude-code-session", "is not a session of"),
+        (("sessionIssuer", "arn"), "arn:aws:iam::111122223333:user/AIAgentRole", "is not an IAM role ARN"),
+    ],
+)
+def test_a_record_whose_identity_fields_disagree_is_refused(
+    field: tuple[str, ...], value: str, expected: str
+) -> None:
+    event = _event()
+    identity = event["detail"]["userIdentity"]
+    node = identity if len(field) == 1 else identity["sessionContext"]["sessionIssuer"]
+    node[field[-1]] = value
+    reason = forgery(parse_event(event)) or ""
+    assert expected in reason
+    assert reason.startswith("userIdentity does not describe one principal")
+
+
+def test_role_names_iam_would_refuse_are_refused() -> None:
+    for name in ("A" * 65, "AIAgent Role", "AIAgent/Role", "AIAgentRolé", ""):
+        event = _event()
+        identity = event["detail"]["userIdentity"]
+        identity["arn"] = f"arn:aws:sts::111122223333:assumed-role/{name}/s"
+        identity["principalId"] = "AROAEXAMPLEAGENTROLE:s"
+        identity["sessionContext"]["sessionIssuer"]["arn"] = f"arn:aws:iam::111122223333:role/{name}"
+        identity["sessionContext"]["sessionIssuer"]["userName"] = name
+        assert forgery(parse_event(event)) is not None, name
+    assert forgery(parse_event(_event())) is None  # 64 characters of [\w+=,.@-] are fine
+    long_ok = _event()
+    name = "A" * 64
+    identity = long_ok["detail"]["userIdentity"]
+    identity["arn"] = f"arn:aws:sts::111122223333:assumed-role/{name}/claude-code-session"
+    identity["sessionContext"]["sessionIssuer"]["arn"] = f"arn:aws:iam::111122223333:role/agents/{name}"
+    identity["sessionContext"]["sessionIssuer"]["userName"] = name
+    assert forgery(parse_event(long_ok)) is None
+
+
+def test_an_iam_user_record_that_names_two_users_is_refused() -> None:
+    event = _event("principals/iam-user-terminate.json")
+    event["detail"]["userIdentity"]["userName"] = "BreakGlassAdmin"
+    assert "names disagree" in (forgery(parse_event(event)) or "")
+
+
+def federated_event() -> dict[str, Any]:
+    """A GetFederationToken session minted by the agent user ai-agent-ci, terminating an instance."""
+    event = _event("principals/iam-user-terminate.json")
+    event["detail"]["userIdentity"] = {
+        "type": "FederatedUser",
+        "principalId": "111122223333:build-42",
+        "arn": "arn:aws:sts::111122223333:federated-user/build-42",
+        "accountId": "111122223333",
+        "accessKeyId": "ASIAEXAMPLEFEDERATED",
+        "sessionContext": {
+            "sessionIssuer": {
+                "type": "IAMUser",
+                "principalId": "AIDAEXAMPLEAGENTUSER",
+                "arn": "arn:aws:iam::111122223333:user/ai-agent-ci",
+                "accountId": "111122223333",
+                "userName": "ai-agent-ci",
+            },
+            "attributes": {"creationDate": "2026-11-01T10:00:00Z", "mfaAuthenticated": "false"},
+        },
+    }
+    return event
+
+
+def test_a_federated_session_of_an_agent_user_is_the_agent() -> None:
+    call = parse_event(federated_event())
+    assert forgery(call) is None
+    principal = call.principal
+    assert (principal.kind, principal.name, principal.issuer_arn) == (
+        PrincipalKind.FEDERATED,
+        "ai-agent-ci",
+        "arn:aws:iam::111122223333:user/ai-agent-ci",
+    )
+    verdict = classify(call, Settings())
+    assert verdict.is_agent
+    assert verdict.decision is Decision.CONTAIN  # TerminateInstances in production, by the default policy
+
+
+def test_a_federated_session_claiming_another_users_issuer_name_is_refused() -> None:
+    event = federated_event()
+    event["detail"]["userIdentity"]["sessionContext"]["sessionIssuer"]["userName"] = "BreakGlassAdmin"
+    assert "names disagree" in (forgery(parse_event(event)) or "")
+
+
+def test_every_generated_pattern_admits_only_aws_sources() -> None:
+    catalogue = default_catalogue()
+    for name, pattern in {**all_patterns(catalogue), **forwarder_patterns(catalogue)}.items():
+        assert pattern["source"] == [{"prefix": "aws."}], name
