@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -95,26 +95,25 @@ def _describe(error: ValidationError, where: str) -> str:
     return "; ".join(problems) + (f"; and {more} more" if more > 0 else "")
 
 
-# IAM's own syntax: what a role or user name, a path and an account id can be. Anything else in a record
-# is not an identity IAM could hold, and must never reach an IAM call.
+# IAM's own syntax for a role or user name. Anything else in a record is not an identity IAM could hold,
+# and must never reach an IAM call.
 IAM_NAME = re.compile(r"^[\w+=,.@-]{1,64}$", re.ASCII)
 
 
-def _disagreement(label: str, pairs: list[tuple[str, str | None]]) -> str | None:
-    """Why the values a record gives for one thing differ, or None when every one present agrees."""
-    present = [(where, value) for where, value in pairs if value]
-    if len({value for _, value in present}) <= 1:
-        return None
-    return f"the identity's {label} disagree: " + ", ".join(f"{w}={_clip(v, 80)!r}" for w, v in present)
+def _disagreement(label: str, pairs: list[tuple[str, str | None]]) -> str:
+    """The values a record gives for one thing, which were found to differ."""
+    present = ", ".join(f"{where}={_clip(value, 80)!r}" for where, value in pairs if value)
+    return f"the identity's {label} disagree: {present}"
 
 
-def _conflict(problems: Sequence[str | None]) -> str | None:
-    found = [p for p in problems if p]
-    return "userIdentity does not describe one principal (" + "; ".join(found) + ")" if found else None
+def _conflict(problems: list[str]) -> str | None:
+    return "userIdentity does not describe one principal (" + "; ".join(problems) + ")" if problems else None
 
 
-def _bad_name(where: str, name: str) -> str | None:
-    return None if not name or IAM_NAME.match(name) else f"{where} {_clip(name, 80)!r} is not an IAM name"
+def _bad_name(name: str) -> str | None:
+    return (
+        None if not name or IAM_NAME.match(name) else f"{_clip(name, 80)!r} is not an IAM role or user name"
+    )
 
 
 def principal_of(identity: UserIdentity, fallback_account: str) -> Principal:
@@ -139,32 +138,22 @@ def principal_of(identity: UserIdentity, fallback_account: str) -> Principal:
         arn_name = parts[1].rpartition("/")[2] if parts and parts[1].startswith("user/") else None
         arn_account = parts[0] if parts else None
         name = identity.user_name or arn_name or ""
-        conflict = None
-        if (
-            (arn and arn_name is None)
-            or (arn_account and arn_account != account)
-            or (arn_name and arn_name != name)
-        ):
-            conflict = _conflict(
-                [
-                    f"userIdentity.arn {_clip(arn)!r} is not an IAM user ARN"
-                    if arn and arn_name is None
-                    else None,
-                    _disagreement(
-                        "names",
-                        [("userIdentity.arn", arn_name), ("userIdentity.userName", identity.user_name)],
-                    ),
-                    _disagreement(
-                        "accounts",
-                        [
-                            ("userIdentity.arn", arn_account),
-                            ("the record's account", account),
-                        ],
-                    ),
-                ]
+        problems: list[str] = []
+        if arn and arn_name is None:
+            problems.append(f"userIdentity.arn {_clip(arn)!r} is not an IAM user ARN")
+        if arn_name and arn_name != name:
+            problems.append(
+                _disagreement("names", [("userIdentity.arn", arn_name), ("userIdentity.userName", name)])
             )
-        if conflict is None and name and not IAM_NAME.match(name):
-            conflict = _conflict([_bad_name("userIdentity.userName", name)])
+        if arn_account and arn_account != account:
+            problems.append(
+                _disagreement(
+                    "accounts", [("userIdentity.arn", arn_account), ("the record's account", account)]
+                )
+            )
+        if bad := _bad_name(name):
+            problems.append(bad)
+        conflict = _conflict(problems)
         return Principal(PrincipalKind.USER, arn, account, name, access_key_id=key, conflict=conflict)
     if kind_name in ("AssumedRole", "FederatedUser"):
         return _session_principal(identity, issuer, arn, account, federated=kind_name == "FederatedUser")
@@ -222,7 +211,7 @@ def _session_principal(
             ("sessionIssuer.arn", issuer_name),
             ("sessionIssuer.userName", given),
         ]
-        problems.append(_disagreement("names", names) or "")
+        problems.append(_disagreement("names", names))
     issuer_given_account = issuer.account_id if issuer else None
     if (
         (arn_account and arn_account != account)
@@ -235,7 +224,7 @@ def _session_principal(
             ("sessionIssuer.accountId", issuer_given_account),
             ("the record's account", account),
         ]
-        problems.append(_disagreement("accounts", accounts) or "")
+        problems.append(_disagreement("accounts", accounts))
     principal_id = identity.principal_id
     if principal_id and not federated and session is not None:
         # <role id>:<session name>; the role id is the issuer's principal id.
@@ -248,8 +237,8 @@ def _session_principal(
             problems.append(
                 f"principalId {_clip(principal_id)!r} is not a session of {_clip(issuer.principal_id)!r}"
             )
-    if name and not IAM_NAME.match(name):
-        problems.append(f"{_clip(name, 80)!r} is not an IAM role or user name")
+    if bad := _bad_name(name):
+        problems.append(bad)
     if federated:
         kind = PrincipalKind.FEDERATED
     elif name.startswith(IDENTITY_CENTER_ROLE_PREFIX) or path.startswith(IDENTITY_CENTER_PATH):
@@ -258,7 +247,7 @@ def _session_principal(
         kind = PrincipalKind.SERVICE_LINKED
     else:
         kind = PrincipalKind.ROLE
-    conflict = _conflict(problems) if problems else None
+    conflict = _conflict(problems)
     return Principal(kind, arn, account, name, issuer_arn, session, identity.access_key_id, conflict=conflict)
 
 
