@@ -601,7 +601,6 @@ def apply_plan(
     assert target is not None
     records: list[ActionRecord] = []
     tried: set[str] = set()
-    holds = False
 
     def attempt(action: ContainmentAction) -> ActionRecord:
         tried.add(action.name)
@@ -616,12 +615,14 @@ def apply_plan(
         return record
 
     for action in plan.actions:
-        record = attempt(action)
-        if record.error is None:
-            holds = holds or action.stops_agent
-        elif action.fallback is not None and action.fallback.name not in tried:
-            holds = attempt(action.fallback).error is None or holds
-    if not holds:
+        if (
+            attempt(action).error is not None
+            and action.fallback is not None
+            and action.fallback.name not in tried
+        ):
+            attempt(action.fallback)
+    held, _ = holding(records)
+    if not held:
         failed = "; ".join(f"{r.action}: {r.error}" for r in records if r.error)
         raise ContainmentFailed(f"no deny could be written on {target.key}: {failed}", records)
     return records
