@@ -20,7 +20,6 @@ from guardrail.detect.windows import Bucket, Tally, reached, tally_of
 from guardrail.errors import RefusedEventError
 from guardrail.incident import Incident, IncidentStatus, new_incident_id
 from guardrail.model import Decision, PrincipalKind
-from guardrail.report import sns
 from guardrail.report.message import incident_message
 from guardrail.respond.containment import (
     CONSISTENCY_NOTE,
@@ -159,7 +158,7 @@ def contain(
         )
         metrics.add_metric(name="ContainmentRefused", unit=MetricUnit.Count, value=1)
         outcome = Outcome(status="refused", verdict=verdict, error=f"containment refused: {plan.reason}")
-        publish(incident_message(verdict, "refused", runbook_url=settings.runbook_url), rt)
+        rt.publish(incident_message(verdict, "refused", runbook_url=settings.runbook_url))
         if tally is not None and mark_event:
             store.count(call.event_id, tally, bucket)
         return outcome
@@ -313,7 +312,7 @@ def _announce(
         runbook_url=rt.settings.runbook_url,
         summary=summary,
     )
-    publish(message, rt)
+    rt.publish(message)
 
 
 def _announce_once(verdict: Verdict, incident: Incident, rt: Runtime) -> None:
@@ -423,8 +422,3 @@ def _lost_race(
         apply_plan(plan, IncidentRef(winner.id, winner.opened_at), iam)
     rt.store.audit.record(claim.incident_id, "raced", rt.identity().arn, {"event_id": verdict.call.event_id})
     return _follow_winner(claim, key, verdict, rt, mark_event)
-
-
-def publish(message: dict[str, Any], rt: Runtime) -> str | None:
-    """One message to the incident topic (see guardrail.report.sns)."""
-    return sns.publish(message, rt.settings.topic_arn, lambda: rt.aws.sns)

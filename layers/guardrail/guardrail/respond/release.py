@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 from aws_lambda_powertools.metrics import MetricUnit
 
 from guardrail.errors import GuardrailError
-from guardrail.report import sns
 from guardrail.report.message import release_message
 from guardrail.respond.containment import ActionRecord, Target, undo_records
 from guardrail.telemetry import logger, metrics
@@ -51,9 +50,7 @@ def release(principal: str, reason: str, released_by: str, rt: Runtime) -> Incid
     released = store.records.get(incident.id)
     assert released is not None
     try:
-        sns.publish(
-            release_message(released, rt.settings.runbook_url), rt.settings.topic_arn, lambda: rt.aws.sns
-        )
+        rt.publish(release_message(released, rt.settings.runbook_url))
     except (
         Exception
     ):  # the release is done and audited: a failed announcement must not read as a failed release

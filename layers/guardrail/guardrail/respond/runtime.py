@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from guardrail.aws import AwsClients, IamProvider, SameAccountIam
 from guardrail.errors import ConfigurationError
@@ -133,6 +133,13 @@ class Runtime:
             return self.aws.ec2_in(region)
         members = self.members()
         return members.ec2_for(account, region) if members is not None else None
+
+    def publish(self, message: dict[str, Any]) -> str | None:
+        """One message to the incident topic (see guardrail.report.sns); the client is built only when
+        there is a topic to publish to."""
+        from guardrail.report import sns
+
+        return sns.publish(message, self.settings.topic_arn, lambda: self.aws.sns)
 
     def identity(self) -> ResponderIdentity:
         """Who the responder runs as; asked of STS once, and only when a containment needs it."""
