@@ -162,3 +162,70 @@ def test_a_failed_tag_never_fails_a_containment_that_holds(responder: Responder)
     assert summary["status"] == "contained"
     assert denied(lambda: agent.client("s3").list_buckets())
     assert any("tag_role failed" in note for note in summary["notes"])
+
+
+def _iam_record(sample: str, request_id: str, **parameters: str) -> dict[str, Any]:
+    """CloudTrail's record of an IAM write, as it arrives a few seconds after the write."""
+    event = critical(f"rules/{sample}.json", event_id=fresh_id())
+    event["detail"]["requestID"] = request_id
+    event["detail"]["requestParameters"] = parameters
+    return event
+
+
+def test_the_responders_own_writes_come_back_quietly_and_tampering_does_not(responder: Responder) -> None:
+    responder.agent(critical())
+    contained = responder(critical(event_id=fresh_id()))
+    (put,) = [a for a in contained["actions"] if a["action"] == "put_role_deny_all"]
+    responder.aws.published()  # the containment's own message
+
+    # The containment's PutRolePolicy, seen through CloudTrail: recognised by its request id.
+    own = _iam_record(
+        "iam.containment-policy-overwritten",
+        put["request_ids"][0],
+        roleName="AIAgentRole",
+        policyName="GuardrailEmergencyDenyAll",
+    )
+    assert responder(own)["status"] == "own_action"
+
+    # Someone else overwriting it: critical tampering, reported.
+    forged = _iam_record(
+        "iam.containment-policy-overwritten",
+        "11111111-2222-3333-4444-555555555555",
+        roleName="AIAgentRole",
+        policyName="GuardrailEmergencyDenyAll",
+    )
+    tampered = responder(forged)
+    assert tampered["status"] == "reported"
+    assert tampered["rule_ids"][0] == "iam.containment-policy-overwritten"
+    assert tampered["severity"] == "critical"
+    assert [m["kind"] for m in responder.aws.published()] == ["incident"]
+
+
+def test_a_release_through_the_release_path_never_alerts(responder: Responder) -> None:
+    from guardrail.respond.release import release  # noqa: PLC0415
+
+    responder.agent(critical())
+    responder(critical(event_id=fresh_id()))
+    released = release(
+        f"arn:aws:iam::{ACCOUNT}:role/AIAgentRole", "INC-1: investigated", "oncall", responder.runtime
+    )
+    (undone,) = [a for a in released.release_actions if a["action"] == "put_role_deny_all"]
+    responder.aws.published()  # the containment and the release messages
+
+    delete = _iam_record(
+        "iam.emergency-policy-removed",
+        undone["request_ids"][0],
+        roleName="AIAgentRole",
+        policyName="GuardrailEmergencyDenyAll",
+    )
+    assert responder(delete)["status"] == "own_action"
+    assert responder.aws.published() == []
+
+    by_hand = _iam_record(
+        "iam.emergency-policy-removed",
+        "99999999-8888-7777-6666-555555555555",
+        roleName="AIAgentRole",
+        policyName="GuardrailEmergencyDenyAll",
+    )
+    assert responder(by_hand)["status"] == "reported"
+    assert [m["severity"] for m in responder.aws.published()] == ["critical"]

@@ -34,6 +34,7 @@ from guardrail.respond.containment import (
 )
 from guardrail.respond.organizations import MemberAccessError, refusal
 from guardrail.respond.outcome import Outcome, quarantine
+from guardrail.respond.state.ledger import request_ids
 from guardrail.respond.state.store import Claim, Lookup
 from guardrail.telemetry import logger, metrics
 
@@ -64,7 +65,14 @@ def act(verdict: Verdict, rt: Runtime, started: float, event: object = None) -> 
             )
 
     keys = [key, _report_key(key, verdict)] + ([_report_key(key, None)] if tally else [])
-    found = rt.store.lookup(keys, call.event_id, tally)
+    # The responder's own IAM writes come back through CloudTrail; their request ids were recorded.
+    own_request = call.request_id if call.event_source == "iam.amazonaws.com" else None
+    found = rt.store.lookup(keys, call.event_id, tally, own_request)
+    if found.own is not None:
+        logger.info(
+            "the responder's own IAM write", extra={"incident_id": found.own, "event_id": call.event_id}
+        )
+        return Outcome(status="own_action", verdict=verdict, incident_id=found.own or None)
     if found.seen:
         return _already_handled(found, verdict, rt, tally, started)
     held = found.held.get(key)
@@ -419,6 +427,7 @@ def _lost_race(
     winner = rt.store.records.get(claim.incident_id)
     iam = rt.iam_for(plan.target.account) if plan.target else None
     if winner is not None and winner.status is IncidentStatus.CONTAINED and iam is not None:
-        apply_plan(plan, IncidentRef(winner.id, winner.opened_at), iam)
+        redone = apply_plan(plan, IncidentRef(winner.id, winner.opened_at), iam)
+        rt.store.ledger.remember_own(request_ids([r.to_item() for r in redone]), winner.id, "contain")
     rt.store.audit.record(claim.incident_id, "raced", rt.identity().arn, {"event_id": verdict.call.event_id})
     return _follow_winner(claim, key, verdict, rt, mark_event)

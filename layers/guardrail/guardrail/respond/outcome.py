@@ -25,7 +25,7 @@ class Outcome:
     """What the responder did with one event: the handler's return value, and replay's report."""
 
     # ignored | counted | reported | contained | dry_run | not_containable | joined | duplicate
-    # | notified_on_retry | refused | quarantined
+    # | notified_on_retry | refused | quarantined | own_action (CloudTrail's record of the responder's own write)
     status: str
     verdict: Verdict | None = None
     error: str | None = None

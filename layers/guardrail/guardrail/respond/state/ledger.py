@@ -6,6 +6,9 @@ Items:
                                         asynchronous events for up to 6 h), the incident it belongs to,
                                         whether that was announced, and who is announcing it
   INCIDENT#<id>              / COUNTS   the incident's counts: events, by name, first ids, last summarised
+  OWN#<IAM request id>       / OWN      an IAM write the responder made itself (a containment, a release):
+                                        CloudTrail's record of it, arriving later, is recognised by its
+                                        requestID and never reported as tampering
 
 The marker's conditional put is what makes an event count once: it goes into the same transaction as
 whatever the event opens, joins or counts.
@@ -31,6 +34,8 @@ EVENT_IDS_CAP = 25
 # A claim to announce an incident is taken over after this long: shorter than Lambda's first retry (about a
 # minute), longer than any publish.
 ANNOUNCE_LEASE = timedelta(seconds=30)
+# CloudTrail delivers within minutes; a week covers redeliveries, replays and a late trail.
+OWN_REQUEST_TTL = timedelta(days=7)
 
 
 def event_key(event_id: str) -> dict[str, Any]:
@@ -43,6 +48,19 @@ def counts_key(incident_id: str) -> dict[str, Any]:
 
 def is_marker(item: dict[str, Any]) -> bool:
     return str(item["pk"]).startswith("EVENT#")
+
+
+def own_key(request_id: str) -> dict[str, Any]:
+    return {"pk": {"S": f"OWN#{request_id}"}, "sk": {"S": "OWN"}}
+
+
+def is_own(item: dict[str, Any]) -> bool:
+    return str(item["pk"]).startswith("OWN#")
+
+
+def request_ids(actions: list[dict[str, Any]]) -> list[str]:
+    """The IAM request ids of recorded actions (ActionRecord items), each once."""
+    return list(dict.fromkeys(r for a in actions for r in a.get("request_ids") or [] if r))
 
 
 @dataclass
@@ -61,6 +79,32 @@ class EventLedger:
                 "ConditionExpression": "attribute_not_exists(pk)",
             }
         }
+
+    def own(self, ids: list[str], incident_id: str, kind: str) -> list[Any]:
+        """The transaction items that remember IAM writes as the responder's own (`kind`: contain, release)."""
+        expires = int((self.table.clock() + OWN_REQUEST_TTL).timestamp())
+        return [
+            {
+                "Put": {
+                    "TableName": self.table.name,
+                    "Item": item(
+                        {
+                            "pk": f"OWN#{i}",
+                            "sk": "OWN",
+                            "incident_id": incident_id,
+                            "kind": kind,
+                            "expires_at": expires,
+                        }
+                    ),
+                }
+            }
+            for i in ids
+        ]
+
+    def remember_own(self, ids: list[str], incident_id: str, kind: str) -> None:
+        """Remember IAM writes made outside an incident's own transaction (a raced containment redone)."""
+        if ids:
+            self.table.db.transact_write_items(TransactItems=self.own(ids, incident_id, kind))
 
     def repoint(self, event_id: str, incident_id: str) -> Any:
         """The transaction item that points an event marked before at the incident it now opens, so a retry

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from guardrail.incident import IncidentStatus, iso_time
 from guardrail.respond.state.audit import AuditTrail
-from guardrail.respond.state.ledger import EventLedger, event_key, is_marker
+from guardrail.respond.state.ledger import EventLedger, event_key, is_marker, is_own, own_key, request_ids
 from guardrail.respond.state.records import IncidentRecords, OpenIncident, lock_key
 from guardrail.respond.state.table import StateTable, cancellation_codes, from_item
 from guardrail.respond.state.windows import WindowCounts, bucket_of, is_window, minute_of
@@ -41,6 +41,9 @@ class Lookup:
     notified: bool = True  # False: the event was recorded but its notification did not go out
     failed_id: str | None = None  # a failed containment of this principal: its retry reuses the incident
     window: dict[int, Bucket] = field(default_factory=dict)  # the principal's minute buckets, if asked
+    own: str | None = (
+        None  # the event is CloudTrail's record of the responder's own IAM write, for this incident
+    )
 
     @property
     def open(self) -> OpenIncident | None:
@@ -67,19 +70,26 @@ class IncidentStore:
         self.windows = WindowCounts(self.table)
         self.audit = AuditTrail(self.table)
 
-    def lookup(self, keys: list[str], event_id: str, tally: Tally | None = None) -> Lookup:
+    def lookup(
+        self, keys: list[str], event_id: str, tally: Tally | None = None, request_id: str | None = None
+    ) -> Lookup:
         """One consistent read: which of `keys` an open incident holds, whether this event was handled
-        already, and (given a tally) the principal's window buckets."""
+        already, (given a tally) the principal's window buckets, and (given an IAM request id) whether the
+        event records the responder's own write."""
         keys = list(dict.fromkeys(keys))  # BatchGetItem refuses a key asked for twice
         wanted = [lock_key(k) for k in keys] + [event_key(event_id)]
         if tally is not None:
             wanted += self.windows.keys(tally)
+        if request_id:
+            wanted.append(own_key(request_id))
         locks: dict[str, dict[str, Any]] = {}
-        seen, seen_in, notified, failed_id = False, None, True, None
+        seen, seen_in, notified, failed_id, own = False, None, True, None, None
         window: dict[int, Bucket] = {}
         for raw in self.table.read_all(wanted):
             item = from_item(raw)
-            if is_marker(item):
+            if is_own(item):
+                own = str(item.get("incident_id") or "")
+            elif is_marker(item):
                 seen, seen_in, notified = True, item.get("incident_id"), bool(item.get("notified", True))
             elif is_window(item):
                 window[minute_of(item)] = bucket_of(item)
@@ -88,7 +98,7 @@ class IncidentStore:
             elif item.get("status") == IncidentStatus.FAILED.value:
                 failed_id = item.get("incident_id")
         held = {k: OpenIncident.from_lock(k, locks[k]) for k in keys if k in locks}
-        return Lookup(held, seen, seen_in, notified, failed_id, window)
+        return Lookup(held, seen, seen_in, notified, failed_id, window, own)
 
     def open(
         self,
@@ -118,6 +128,8 @@ class IncidentStore:
                 items.append(self.windows.count(tally, bucket))
         elif incident.status is not IncidentStatus.FAILED:
             items.append(self.ledger.repoint(event_id, incident.id))
+        # After the marker, whose position in the cancellation reasons is fixed.
+        items += self.ledger.own(request_ids(incident.actions), incident.id, "contain")
         db = self.table.db
         try:
             db.transact_write_items(TransactItems=items)
@@ -191,5 +203,6 @@ class IncidentStore:
             TransactItems=[
                 *self.records.release(incident, released_by, reason, undone),
                 self.audit.entry(incident.id, "release", released_by, {"reason": reason, "undone": undone}),
+                *self.ledger.own(request_ids(undone), incident.id, "release"),
             ]
         )
