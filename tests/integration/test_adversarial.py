@@ -229,3 +229,87 @@ def test_a_release_through_the_release_path_never_alerts(responder: Responder) -
     )
     assert responder(by_hand)["status"] == "reported"
     assert [m["severity"] for m in responder.aws.published()] == ["critical"]
+
+
+ALLOW_ALL = '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}'
+
+
+def _contained(responder: Responder) -> Any:
+    agent = responder.agent(critical())
+    assert responder(critical(event_id=fresh_id()))["status"] == "contained"
+    assert denied(lambda: agent.client("s3").list_buckets())
+    responder.aws.published()
+    return agent
+
+
+def _audit_kinds(responder: Responder) -> list[str]:
+    (incident,) = [i for i in responder.runtime.store.records.incidents() if i.status.value == "contained"]
+    return [a["kind"] for a in responder.runtime.store.audit.trail(incident.id)]
+
+
+def test_a_removed_deny_is_put_back_at_once_naming_who_removed_it(responder: Responder) -> None:
+    agent = _contained(responder)
+    admin = responder.aws.session().client("iam")
+    admin.delete_role_policy(RoleName="AIAgentRole", PolicyName="GuardrailEmergencyDenyAll")
+    assert not denied(lambda: agent.client("s3").list_buckets())  # the agent is loose
+
+    removal = _iam_record(
+        "iam.emergency-policy-removed",
+        "aaaaaaaa-0000-0000-0000-000000000001",
+        roleName="AIAgentRole",
+        policyName="GuardrailEmergencyDenyAll",
+    )
+    summary = responder(removal)
+
+    assert summary["status"] == "reported"  # the removal itself: tampering by a human, reported
+    assert denied(lambda: agent.client("s3").list_buckets())  # and the deny is back
+    messages = {m["kind"]: m for m in responder.aws.published()}
+    restored = messages["restored"]
+    assert restored["severity"] == "critical"
+    assert restored["counts"]["summary"] == (
+        f"GuardrailEmergencyDenyAll was removed from arn:aws:iam::{ACCOUNT}:role/AIAgentRole "
+        f"by arn:aws:sts::{ACCOUNT}:assumed-role/PlatformEngineer/jane.doe@example.com: put back"
+    )
+    assert "restored" in _audit_kinds(responder)
+
+
+def test_an_overwritten_deny_is_put_back_with_its_own_document(responder: Responder) -> None:
+    agent = _contained(responder)
+    admin = responder.aws.session().client("iam")
+    admin.put_role_policy(
+        RoleName="AIAgentRole", PolicyName="GuardrailEmergencyDenyAll", PolicyDocument=ALLOW_ALL
+    )
+
+    overwrite = _iam_record(
+        "iam.containment-policy-overwritten",
+        "aaaaaaaa-0000-0000-0000-000000000002",
+        roleName="AIAgentRole",
+        policyName="GuardrailEmergencyDenyAll",
+    )
+    responder(overwrite)
+
+    document = admin.get_role_policy(RoleName="AIAgentRole", PolicyName="GuardrailEmergencyDenyAll")[
+        "PolicyDocument"
+    ]
+    assert [(s["Effect"], s["Action"], s["Resource"]) for s in document["Statement"]] == [("Deny", "*", "*")]
+    assert denied(lambda: agent.client("s3").list_buckets())
+
+
+def test_a_silently_removed_deny_is_put_back_on_the_agents_next_event_and_released_with_the_rest(
+    responder: Responder,
+) -> None:
+    from guardrail.respond.release import release  # noqa: PLC0415
+
+    agent = _contained(responder)
+    admin = responder.aws.session().client("iam")
+    admin.delete_role_policy(RoleName="AIAgentRole", PolicyName="GuardrailEmergencyDenyAll")
+
+    later = responder(critical(event_id=fresh_id()))  # no event said anything about the deny
+
+    assert later["status"] == "joined"
+    assert denied(lambda: agent.client("s3").list_buckets())
+    assert [m["kind"] for m in responder.aws.published()] == ["restored"]
+
+    release(f"arn:aws:iam::{ACCOUNT}:role/AIAgentRole", "INC-2: investigated", "oncall", responder.runtime)
+    assert not denied(lambda: agent.client("s3").list_buckets())
+    assert admin.list_role_policies(RoleName="AIAgentRole")["PolicyNames"] == ["AgentPermissions"]

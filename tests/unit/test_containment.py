@@ -243,6 +243,8 @@ def test_actions_declare_their_permissions() -> None:
     assert containment_permissions() == {
         "iam:PutRolePolicy", "iam:TagRole", "iam:PutUserPolicy", "iam:ListAccessKeys", "iam:UpdateAccessKey",
         "iam:AttachRolePolicy", "iam:AttachUserPolicy",  # the AWSDenyAll fallback
+        "iam:GetRolePolicy", "iam:GetUserPolicy",  # checking it is still in place
+        "iam:ListAttachedRolePolicies", "iam:ListAttachedUserPolicies",
     }  # fmt: skip
     assert release_permissions() == {
         "iam:DeleteRolePolicy",

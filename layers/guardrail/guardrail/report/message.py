@@ -172,7 +172,7 @@ def incident_message(
     """The message every subscriber gets (as JSON) and every renderer starts from.
 
     kind: incident (the first of an incident, or a single report), update (later events of an open
-    incident, summarised), release.
+    incident, summarised), restored (a containment found changed and put back), release.
     """
     call, principal = verdict.call, verdict.call.principal
     message: dict[str, Any] = {
@@ -307,8 +307,8 @@ def subject(message: dict[str, Any]) -> str:
     """[CRITICAL][CONTAINED] AIAgentRole: StopLogging, always under 100 characters."""
     who = message["principal"]["name"] or message["principal"]["arn"] or message["principal"]["kind"]
     prefix = f"[{message['severity'].upper()}][{outcome_label(message)}]"
-    if message["kind"] == "update":
-        prefix += "[UPDATE]"
+    if message["kind"] in ("update", "restored"):
+        prefix += f"[{message['kind'].upper()}]"
     text = f"{prefix} {who}: {message['event']['name']}"
     return _one_line(text, SUBJECT_LIMIT)
 
@@ -335,6 +335,9 @@ def email_text(message: dict[str, Any]) -> str:
     if message["kind"] == "update":
         counts = message["counts"]
         lines += [f"More activity joined incident {message['incident_id']}: {counts.get('summary', '')}", ""]
+    if message["kind"] == "restored":
+        summary = message["counts"].get("summary", "")
+        lines += [f"CONTAINMENT CHANGED, incident {message['incident_id']}: {summary}", ""]
     lines += [
         "WHAT HAPPENED",
         f"  {event['name']} ({event['source']}) on {event['target'] or 'an unnamed resource'}",

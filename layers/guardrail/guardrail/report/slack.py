@@ -95,10 +95,17 @@ def render(message: dict[str, Any]) -> dict[str, Any]:
     icon = _ICONS.get(message["severity"], "")
     label = outcome_label(message)
     header = f"{icon} {message['severity'].upper()} | {label} | {who}"
-    if message["kind"] == "update":
-        header = f"{icon} UPDATE | {label} | {who}"
+    if message["kind"] in ("update", "restored"):
+        header = f"{icon} {message['kind'].upper()} | {label} | {who}"
     blocks: list[Block] = [HeaderBlock(text=PlainTextObject(text=clip(header, HEADER_LIMIT), emoji=True))]
 
+    if message["kind"] == "restored":
+        changed = message["counts"].get("summary") or "the containment was changed"
+        blocks.append(
+            _section(
+                f":warning: *Containment changed*: {escape(changed)} (incident `{escape(message['incident_id'])}`)"
+            )
+        )
     if message["kind"] == "update":
         summary = message["counts"].get("summary") or f"{message['counts'].get('events')} events so far"
         blocks.append(_section(f"{escape(summary)} (incident `{escape(message['incident_id'])}`)"))

@@ -10,27 +10,33 @@ can undo or delay it.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
 from guardrail.detect.classifier import escalate
+from guardrail.detect.cloudtrail import IAM_NAME
 from guardrail.detect.windows import Bucket, Tally, reached, tally_of
 from guardrail.errors import RefusedEventError
 from guardrail.incident import Incident, IncidentStatus, new_incident_id
-from guardrail.model import Decision, PrincipalKind
+from guardrail.model import Decision, PrincipalKind, Severity
 from guardrail.report.message import incident_message
 from guardrail.respond.containment import (
     CONSISTENCY_NOTE,
+    ActionRecord,
     Blocked,
     ContainmentFailed,
     ContainmentPlan,
     IncidentRef,
+    Target,
+    TargetKind,
     apply_plan,
     holding,
     plan_containment,
     principal_key,
+    restore,
 )
 from guardrail.respond.organizations import MemberAccessError, refusal
 from guardrail.respond.outcome import Outcome, quarantine
@@ -43,6 +49,11 @@ if TYPE_CHECKING:
     from guardrail.environments import ThresholdHit
     from guardrail.respond.runtime import Runtime
     from guardrail.respond.state.records import OpenIncident
+
+# Rules whose call changes a containment: the containment it names is checked at once.
+CONTAINMENT_CHANGES = frozenset(
+    {"iam.emergency-policy-removed", "iam.containment-policy-overwritten", "iam.deny-all-fallback-detached"}
+)
 
 
 def act(verdict: Verdict, rt: Runtime, started: float, event: object = None) -> Outcome:
@@ -65,6 +76,9 @@ def act(verdict: Verdict, rt: Runtime, started: float, event: object = None) -> 
             )
 
     keys = [key, _report_key(key, verdict)] + ([_report_key(key, None)] if tally else [])
+    changed = _containment_named(verdict)
+    if changed is not None:
+        keys.append(changed)
     # The responder's own IAM writes come back through CloudTrail; their request ids were recorded.
     own_request = call.request_id if call.event_source == "iam.amazonaws.com" else None
     found = rt.store.lookup(keys, call.event_id, tally, own_request)
@@ -75,8 +89,18 @@ def act(verdict: Verdict, rt: Runtime, started: float, event: object = None) -> 
         return Outcome(status="own_action", verdict=verdict, incident_id=found.own or None)
     if found.seen:
         return _already_handled(found, verdict, rt, tally, started)
+    target = found.held.get(changed) if changed is not None else None
+    if target is not None and target.status is IncidentStatus.CONTAINED:
+        # This very call changes a containment: check it at once, whoever made the call.
+        _check_containment(target, verdict, rt, changed_by=call.principal.arn or call.principal.display)
     held = found.held.get(key)
     if held is not None:
+        if (
+            held is not target
+            and held.status is IncidentStatus.CONTAINED
+            and rt.store.records.claim_check(held)
+        ):
+            _check_containment(held, verdict, rt, changed_by=None, periodic=True)
         return _join(held, verdict, rt)  # held already: windows have nothing left to decide
     bucket = found.window.get(tally.minute) if tally else None
     if tally is not None:
@@ -85,6 +109,62 @@ def act(verdict: Verdict, rt: Runtime, started: float, event: object = None) -> 
     if tally is not None and outcome.status in _WINDOW_MAY_STILL_ACT:
         return _recheck(verdict, rt, started, tally) or outcome
     return outcome
+
+
+def _containment_named(verdict: Verdict) -> str | None:
+    """The principal whose containment this call changes (a Guardrail policy or AWSDenyAll written,
+    removed or detached), by its state-table key; None for any other call."""
+    if not any(rule.id in CONTAINMENT_CHANGES for rule in verdict.rules):
+        return None
+    call = verdict.call
+    for parameter, kind in (("roleName", TargetKind.ROLE), ("userName", TargetKind.USER)):
+        name = call.request.get(parameter)
+        if isinstance(name, str) and IAM_NAME.match(name):
+            return Target(kind, name, call.account).key
+    return None
+
+
+def _check_containment(
+    held: OpenIncident, verdict: Verdict, rt: Runtime, *, changed_by: str | None, periodic: bool = False
+) -> None:
+    """Containment is a fact to check, not a memory: what the incident applied must still be in place,
+    exactly. Whatever is not is applied again at once, recorded, and announced as critical, naming who
+    changed it when the event says. A periodic check that cannot read IAM is logged and counted, and the
+    event goes on; a check prompted by a change to the containment fails the invocation instead (retried)."""
+    incident = rt.store.records.get(held.incident_id)
+    if incident is None or incident.status is not IncidentStatus.CONTAINED:
+        return
+    target = Target.from_arn(incident.key)
+    iam = rt.iam_for(target.account)
+    if iam is None:
+        return
+    records = [ActionRecord.from_item(a) for a in incident.actions]
+    try:
+        changed, redone = restore(records, IncidentRef(incident.id, incident.opened_at), iam)
+    except Exception:
+        if not periodic:
+            raise
+        logger.exception("could not check the containment", extra={"incident_id": incident.id})
+        metrics.add_metric(name="ContainmentCheckFailures", unit=MetricUnit.Count, value=1)
+        return
+    if not changed:
+        return
+    items = [r.to_item() for r in redone]
+    rt.store.restored(incident, changed, items, changed_by)
+    failed = [f"{r.action}: {r.error}" for r in redone if r.error]
+    metrics.add_metric(name="ContainmentRestored", unit=MetricUnit.Count, value=1)
+    logger.error(
+        "CONTAINMENT CHANGED: put back" if not failed else "CONTAINMENT CHANGED and could not be put back",
+        extra={"incident_id": incident.id, "changed": changed, "changed_by": changed_by, "failed": failed},
+    )
+    summary = "; ".join(changed) + (f" by {changed_by}" if changed_by else "")
+    summary += f"; could not put back: {'; '.join(failed)}" if failed else ": put back"
+    critical = replace(verdict, severity=Severity.CRITICAL)
+    _announce(critical, incident, rt, kind="restored", summary={"summary": summary, "changed": changed})
+    if failed:
+        raise ContainmentFailed(
+            f"containment of {incident.key} changed and not put back: {'; '.join(failed)}", redone
+        )
 
 
 # Outcomes after which a window filled by concurrent events may still call for more.

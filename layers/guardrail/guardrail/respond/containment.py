@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import unquote
 
 from guardrail.errors import GuardrailError
 from guardrail.model import Decision, Principal, PrincipalKind
@@ -193,6 +194,13 @@ class ContainmentAction(ABC):
     @abstractmethod
     def undo(self, record: ActionRecord, iam: IAMClient) -> ActionRecord: ...
 
+    # What checking that the action is still in place calls (read-only).
+    verify_permissions: ClassVar[tuple[str, ...]] = ()
+
+    def verify(self, record: ActionRecord, incident: IncidentRef, iam: IAMClient) -> str | None:
+        """What is no longer as this action left it, or None. An action with nothing to keep (a tag) is None."""
+        return None
+
     def describe(self, target: Target, incident: IncidentRef) -> ActionRecord:
         """What apply would do, without doing it: the dry-run record."""
         return ActionRecord(self.name, target.key, details={"dry_run": True}, at=_now_iso())
@@ -221,6 +229,21 @@ class _InlinePolicy(ContainmentAction):
 
     @abstractmethod
     def _delete(self, iam: IAMClient, name: str, policy_name: str) -> Any: ...
+
+    @abstractmethod
+    def _get(self, iam: IAMClient, name: str, policy_name: str) -> Any: ...
+
+    def verify(self, record: ActionRecord, incident: IncidentRef, iam: IAMClient) -> str | None:
+        name = Target.from_arn(record.target).name
+        try:
+            document = self._get(iam, name, self.policy_name)["PolicyDocument"]
+        except iam.exceptions.NoSuchEntityException:
+            return f"{self.policy_name} was removed from {record.target}"
+        if isinstance(document, str):  # botocore decodes it; a raw client would not
+            document = json.loads(unquote(document))
+        if document != self.document(incident):
+            return f"{self.policy_name} on {record.target} was rewritten"
+        return None
 
     def describe(self, target: Target, incident: IncidentRef) -> ActionRecord:
         record = super().describe(target, incident)
@@ -251,6 +274,14 @@ class _AttachDenyAll(ContainmentAction):
     @abstractmethod
     def _detach(self, iam: IAMClient, name: str) -> Any: ...
 
+    @abstractmethod
+    def _attached(self, iam: IAMClient, name: str) -> list[str]: ...
+
+    def verify(self, record: ActionRecord, incident: IncidentRef, iam: IAMClient) -> str | None:
+        if AWS_DENY_ALL_POLICY_ARN in self._attached(iam, Target.from_arn(record.target).name):
+            return None
+        return f"AWSDenyAll was detached from {record.target}"
+
     def apply(self, target: Target, incident: IncidentRef, iam: IAMClient) -> ActionRecord:
         response = self._attach(iam, target.name)
         details = {"policy_arn": AWS_DENY_ALL_POLICY_ARN}
@@ -266,6 +297,11 @@ class AttachRoleDenyAll(_AttachDenyAll):
     target_kind = TargetKind.ROLE
     permissions = ("iam:AttachRolePolicy",)
     undo_permissions = ("iam:DetachRolePolicy",)
+    verify_permissions = ("iam:ListAttachedRolePolicies",)
+
+    def _attached(self, iam: IAMClient, name: str) -> list[str]:
+        pages = iam.get_paginator("list_attached_role_policies").paginate(RoleName=name)
+        return [p["PolicyArn"] for page in pages for p in page["AttachedPolicies"]]
 
     def _attach(self, iam: IAMClient, name: str) -> Any:
         return iam.attach_role_policy(RoleName=name, PolicyArn=AWS_DENY_ALL_POLICY_ARN)
@@ -279,6 +315,11 @@ class AttachUserDenyAll(_AttachDenyAll):
     target_kind = TargetKind.USER
     permissions = ("iam:AttachUserPolicy",)
     undo_permissions = ("iam:DetachUserPolicy",)
+    verify_permissions = ("iam:ListAttachedUserPolicies",)
+
+    def _attached(self, iam: IAMClient, name: str) -> list[str]:
+        pages = iam.get_paginator("list_attached_user_policies").paginate(UserName=name)
+        return [p["PolicyArn"] for page in pages for p in page["AttachedPolicies"]]
 
     def _attach(self, iam: IAMClient, name: str) -> Any:
         return iam.attach_user_policy(UserName=name, PolicyArn=AWS_DENY_ALL_POLICY_ARN)
@@ -292,6 +333,7 @@ class PutRoleDenyAll(_InlinePolicy):
     target_kind = TargetKind.ROLE
     permissions = ("iam:PutRolePolicy",)
     undo_permissions = ("iam:DeleteRolePolicy",)
+    verify_permissions = ("iam:GetRolePolicy",)
     policy_name = DENY_ALL_POLICY
     stops_agent = True
     fallback = AttachRoleDenyAll()
@@ -304,6 +346,9 @@ class PutRoleDenyAll(_InlinePolicy):
 
     def _delete(self, iam: IAMClient, name: str, policy_name: str) -> Any:
         return iam.delete_role_policy(RoleName=name, PolicyName=policy_name)
+
+    def _get(self, iam: IAMClient, name: str, policy_name: str) -> Any:
+        return iam.get_role_policy(RoleName=name, PolicyName=policy_name)
 
 
 class PutRoleRevokeOlderSessions(PutRoleDenyAll):
@@ -322,6 +367,7 @@ class PutUserDenyAll(_InlinePolicy):
     target_kind = TargetKind.USER
     permissions = ("iam:PutUserPolicy",)
     undo_permissions = ("iam:DeleteUserPolicy",)
+    verify_permissions = ("iam:GetUserPolicy",)
     policy_name = DENY_ALL_POLICY
     stops_agent = True
     fallback = AttachUserDenyAll()
@@ -334,6 +380,9 @@ class PutUserDenyAll(_InlinePolicy):
 
     def _delete(self, iam: IAMClient, name: str, policy_name: str) -> Any:
         return iam.delete_user_policy(UserName=name, PolicyName=policy_name)
+
+    def _get(self, iam: IAMClient, name: str, policy_name: str) -> Any:
+        return iam.get_user_policy(UserName=name, PolicyName=policy_name)
 
 
 class TagRole(ContainmentAction):
@@ -363,6 +412,12 @@ class DeactivateAccessKeys(ContainmentAction):
     target_kind = TargetKind.USER
     permissions = ("iam:ListAccessKeys", "iam:UpdateAccessKey")
     undo_permissions = ("iam:UpdateAccessKey",)
+    verify_permissions = ("iam:ListAccessKeys",)
+
+    def verify(self, record: ActionRecord, incident: IncidentRef, iam: IAMClient) -> str | None:
+        keys = iam.list_access_keys(UserName=Target.from_arn(record.target).name)["AccessKeyMetadata"]
+        active = sorted(k["AccessKeyId"] for k in keys if k["Status"] == "Active")
+        return f"access keys {', '.join(active)} of {record.target} are active again" if active else None
 
     def apply(self, target: Target, incident: IncidentRef, iam: IAMClient) -> ActionRecord:
         keys = iam.list_access_keys(UserName=target.name)["AccessKeyMetadata"]
@@ -406,8 +461,8 @@ ACTIONS_BY_NAME = {a.name: a for a in ALL_ACTIONS}
 
 
 def containment_permissions() -> set[str]:
-    """The IAM actions containment calls: what template.yaml grants the responder, no more."""
-    return {p for a in ALL_ACTIONS for p in a.permissions}
+    """The IAM actions containment calls, checking included: what template.yaml grants the responder, no more."""
+    return {p for a in ALL_ACTIONS for p in (*a.permissions, *a.verify_permissions)}
 
 
 def release_permissions() -> set[str]:
@@ -587,6 +642,20 @@ def plan_containment(
     return ContainmentPlan(target, actions, caveats=caveats)
 
 
+def _attempt(
+    action: ContainmentAction, target: Target, incident: IncidentRef, iam: IAMClient, started: float | None
+) -> ActionRecord:
+    """Apply one action; a failure becomes the record's error, never an exception (the next layer runs)."""
+    try:
+        record = action.apply(target, incident, iam)
+    except Exception as exc:  # any failure here may leave an agent loose: say exactly which step and why
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
+        record = ActionRecord(action.name, target.key, at=_now_iso(), error=f"{code}: {exc}")
+    if started is not None:
+        record.ms = round((time.perf_counter() - started) * 1000, 2)
+    return record
+
+
 def apply_plan(
     plan: ContainmentPlan, incident: IncidentRef, iam: IAMClient, started: float | None = None
 ) -> list[ActionRecord]:
@@ -600,32 +669,39 @@ def apply_plan(
     target = plan.target
     assert target is not None
     records: list[ActionRecord] = []
-    tried: set[str] = set()
-
-    def attempt(action: ContainmentAction) -> ActionRecord:
-        tried.add(action.name)
-        try:
-            record = action.apply(target, incident, iam)
-        except Exception as exc:  # any failure here may leave an agent loose: say exactly which step and why
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
-            record = ActionRecord(action.name, target.key, at=_now_iso(), error=f"{code}: {exc}")
-        if started is not None:
-            record.ms = round((time.perf_counter() - started) * 1000, 2)
-        records.append(record)
-        return record
-
     for action in plan.actions:
+        records.append(_attempt(action, target, incident, iam, started))
+        fallback = action.fallback
         if (
-            attempt(action).error is not None
-            and action.fallback is not None
-            and action.fallback.name not in tried
+            records[-1].error is not None
+            and fallback is not None
+            and fallback.name not in {r.action for r in records}
         ):
-            attempt(action.fallback)
+            records.append(_attempt(fallback, target, incident, iam, started))
     held, _ = holding(records)
     if not held:
         failed = "; ".join(f"{r.action}: {r.error}" for r in records if r.error)
         raise ContainmentFailed(f"no deny could be written on {target.key}: {failed}", records)
     return records
+
+
+def restore(
+    records: list[ActionRecord], incident: IncidentRef, iam: IAMClient
+) -> tuple[list[str], list[ActionRecord]]:
+    """Check that every action a containment applied is still exactly in place, and apply again those that
+    are not. Returns what was found changed and the records of what was applied again; read-only when
+    nothing changed."""
+    changed: list[str] = []
+    redone: list[ActionRecord] = []
+    for record in records:
+        if record.error is not None or record.details.get("dry_run"):
+            continue
+        action = ACTIONS_BY_NAME[record.action]
+        problem = action.verify(record, incident, iam)
+        if problem is not None:
+            changed.append(problem)
+            redone.append(_attempt(action, Target.from_arn(record.target), incident, iam, None))
+    return changed, redone
 
 
 def holding(records: list[ActionRecord]) -> tuple[list[str], list[str]]:

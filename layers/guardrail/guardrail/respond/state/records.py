@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 INCIDENT_WINDOW = timedelta(hours=1)
 # Later events of an open incident are summarised at most this often (SNS, and so email and Slack).
 SUMMARY_INTERVAL = timedelta(seconds=60)
+# A contained principal's later events check that its containment is still in place at most this often:
+# a storm must not turn into a storm of IAM reads. A change to the containment itself is checked at once.
+CHECK_INTERVAL = timedelta(seconds=30)
 # The incident's fields that change with every joining event: kept apart from the incident (COUNTS), so a
 # storm's writes touch a small item rather than the whole record.
 COUNT_FIELDS = (
@@ -44,10 +47,17 @@ class OpenIncident:
     status: IncidentStatus
     key: str
     summary_at: int  # epoch seconds of the last message about it
+    checked_at: int = 0  # epoch seconds of the last check that its containment is in place
 
     @classmethod
     def from_lock(cls, key: str, lock: dict[str, Any]) -> OpenIncident:
-        return cls(lock["incident_id"], IncidentStatus(lock["status"]), key, int(lock.get("summary_at") or 0))
+        return cls(
+            lock["incident_id"],
+            IncidentStatus(lock["status"]),
+            key,
+            int(lock.get("summary_at") or 0),
+            int(lock.get("checked_at") or 0),
+        )
 
 
 def lock_key(key: str) -> dict[str, Any]:
@@ -185,19 +195,29 @@ class IncidentRecords:
         return found[:limit]
 
     def claim_summary(self, held: OpenIncident) -> bool:
-        """Whether this invocation sends the next summary of an open incident: at most one per interval,
-        decided by a conditional write on the lock (attempted only once the interval has passed)."""
+        """Whether this invocation sends the next summary of an open incident: at most one per interval."""
+        return self._claim_interval(held, "summary_at", held.summary_at, SUMMARY_INTERVAL)
+
+    def claim_check(self, held: OpenIncident) -> bool:
+        """Whether this invocation checks that the incident's containment is in place: at most one per
+        interval."""
+        return self._claim_interval(held, "checked_at", held.checked_at, CHECK_INTERVAL)
+
+    def _claim_interval(self, held: OpenIncident, attribute: str, last: int, interval: timedelta) -> bool:
+        """One invocation per interval wins a conditional write on the lock (attempted only once the
+        interval has passed since `last`, as the lock was read)."""
         now = self.table.clock()
-        cutoff = int((now - SUMMARY_INTERVAL).timestamp())
-        if held.summary_at > cutoff:
+        cutoff = int((now - interval).timestamp())
+        if last > cutoff:
             return False
         db = self.table.db
         try:
             db.update_item(
                 TableName=self.table.name,
                 Key=lock_key(held.key),
-                UpdateExpression="SET summary_at = :now",
-                ConditionExpression="incident_id = :id AND summary_at <= :cutoff",
+                UpdateExpression="SET #at = :now",
+                ConditionExpression="incident_id = :id AND (attribute_not_exists(#at) OR #at <= :cutoff)",
+                ExpressionAttributeNames={"#at": attribute},
                 ExpressionAttributeValues={
                     ":now": {"N": str(int(now.timestamp()))},
                     ":id": {"S": held.incident_id},
@@ -207,3 +227,15 @@ class IncidentRecords:
         except db.exceptions.ConditionalCheckFailedException:
             return False
         return True
+
+    def restored(self, incident_id: str, redone: list[dict[str, Any]]) -> Any:
+        """The transaction item that adds what a check applied again to the incident's actions, so a
+        release undoes it too."""
+        return {
+            "Update": {
+                "TableName": self.table.name,
+                "Key": meta_key(incident_id),
+                "UpdateExpression": "SET actions = list_append(if_not_exists(actions, :none), :redone)",
+                "ExpressionAttributeValues": {":none": {"L": []}, ":redone": to_attr(redone)},
+            }
+        }
