@@ -4,6 +4,7 @@ still gets stopped, and never turns the responder on anyone else."""
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -313,3 +314,85 @@ def test_a_silently_removed_deny_is_put_back_on_the_agents_next_event_and_releas
     release(f"arn:aws:iam::{ACCOUNT}:role/AIAgentRole", "INC-2: investigated", "oncall", responder.runtime)
     assert not denied(lambda: agent.client("s3").list_buckets())
     assert admin.list_role_policies(RoleName="AIAgentRole")["PolicyNames"] == ["AgentPermissions"]
+
+
+def _template_iam_policy(agent_roles: list[str]) -> str:
+    """The responder's IAM statements as template.yaml writes them (containment and its fallback), rendered
+    for these AgentRoleNames, beside an allow of everything that is not IAM."""
+    import yaml  # noqa: PLC0415
+
+    from tests.conftest import ROOT  # noqa: PLC0415
+    from tests.integration.test_organizations import _CfnLoader, _render  # noqa: PLC0415
+
+    template = yaml.load((ROOT / "template.yaml").read_text(), Loader=_CfnLoader)  # noqa: S506
+    statements = [
+        s
+        for policy in template["Resources"]["ResponderFunction"]["Properties"]["Policies"]
+        if isinstance(policy, dict) and "Statement" in policy
+        for s in policy["Statement"]
+        if "Sid" in s and s["Sid"].startswith(("ContainAgent", "FallBackToAwsDenyAll"))
+    ]
+    parameters = {"AgentRoleNames": agent_roles, "AgentUserNames": ["ai-agent*"]}
+    rendered = [_render(s, parameters) for s in statements]
+    everything_else = {"Effect": "Allow", "NotAction": "iam:*", "Resource": "*"}
+    return json.dumps({"Version": "2012-10-17", "Statement": [everything_else, *rendered]})
+
+
+def _session_event(role: dict[str, Any], session: str) -> dict[str, Any]:
+    event = critical(event_id=fresh_id())
+    identity = event["detail"]["userIdentity"]
+    identity["arn"] = f"arn:aws:sts::{ACCOUNT}:assumed-role/{role['RoleName']}/{session}"
+    identity["principalId"] = f"{role['RoleId']}:{session}"
+    identity["sessionContext"]["sessionIssuer"].update(
+        arn=role["Arn"], userName=role["RoleName"], principalId=role["RoleId"]
+    )
+    return event
+
+
+def test_a_role_under_a_path_is_contained_with_the_templates_own_grants(make_responder: Any) -> None:
+    import boto3  # noqa: PLC0415
+
+    responder = make_responder({"GUARDRAIL_AGENT_PRINCIPALS": "arn:aws:iam::*:role/agents/AIAgent*"})
+    admin = responder.aws.session().client("iam")
+    trust = '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"*"},"Action":"sts:AssumeRole"}]}'
+    role = admin.create_role(RoleName="AIAgentX", Path="/agents/", AssumeRolePolicyDocument=trust)["Role"]
+    admin.put_role_policy(RoleName="AIAgentX", PolicyName="AgentPermissions", PolicyDocument=ALLOW_ALL)
+    credentials = (
+        responder.aws.session()
+        .client("sts")
+        .assume_role(RoleArn=role["Arn"], RoleSessionName="claude")["Credentials"]
+    )
+    agent = boto3.session.Session(
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
+        region_name="us-east-1",
+    )
+    assert not denied(lambda: agent.client("s3").list_buckets())
+    # From here the responder holds only the template's IAM grants (rendered for agents/AIAgent*).
+    admin.put_user_policy(
+        UserName="guardrail-responder",
+        PolicyName="replay",
+        PolicyDocument=_template_iam_policy(["agents/AIAgent*"]),
+    )
+    assert denied(lambda: admin.create_role(RoleName="Other", AssumeRolePolicyDocument=trust))
+
+    summary = responder(_session_event(role, "claude"))
+
+    assert summary["status"] == "contained"
+    assert denied(lambda: agent.client("s3").list_buckets())
+
+
+def test_a_star_never_crosses_a_path(make_responder: Any) -> None:
+    responder = make_responder()  # the default patterns: arn:aws:iam::*:role/AIAgent*, ...
+    admin = responder.aws.session().client("iam")
+    trust = '{"Version":"2012-10-17","Statement":[]}'
+    role = admin.create_role(RoleName="BreakGlass", Path="/AIAgentTools/", AssumeRolePolicyDocument=trust)[
+        "Role"
+    ]
+
+    summary = responder(_session_event(role, "jane"))
+
+    assert summary["decision"] != "contain"
+    assert responder.writes("iam") == []
+    assert admin.list_role_policies(RoleName="BreakGlass")["PolicyNames"] == []

@@ -6,7 +6,6 @@ with a message an operator can act on rather than on the first incident.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
 import re
@@ -37,14 +36,30 @@ class ContainmentMode(StrEnum):
     BOTH = "both"
 
 
+def arn_glob(pattern: str) -> str:
+    """A principal ARN glob as a regular expression. `*` matches within one path segment and never crosses
+    a "/": `role/AIAgent*` is a role named AIAgent... at the root path, not every role under a path
+    /AIAgentTools/ whatever its name. A path is written out (`role/agents/AIAgent*`), or crossed on purpose
+    with `**` (`role/**/AIAgent*`: that name under any path, the root included)."""
+    parts = []
+    for piece in re.split(r"(\*\*/|\*\*|\*)", pattern):
+        if piece == "**/":
+            parts.append("(?:.*/)?")
+        elif piece == "**":
+            parts.append(".*")
+        elif piece == "*":
+            parts.append("[^/]*")
+        else:
+            parts.append(re.escape(piece))
+    return "".join(parts) + r"\Z"
+
+
 class PrincipalPatterns:
-    """ARN glob patterns compiled into one regular expression: one match call per ARN."""
+    """ARN glob patterns (see arn_glob) compiled into one regular expression: one match call per ARN."""
 
     def __init__(self, patterns: tuple[str, ...]) -> None:
         self.patterns = patterns
-        self._regex = (
-            re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns)) if patterns else None
-        )
+        self._regex = re.compile("|".join(f"(?:{arn_glob(p)})" for p in patterns)) if patterns else None
 
     def matches(self, *arns: str) -> bool:
         regex = self._regex
