@@ -465,3 +465,92 @@ def test_member_forwards_exactly_the_responders_routing_to_the_central_bus() -> 
         (target,) = rule["Targets"]
         assert target["Arn"] == {"Ref": "CentralBusArn"}
         assert "DeadLetterConfig" in target
+
+
+# --- the state, the topic and the queues are the responder's alone (issue 13) ---------------------------
+
+STACK_ROLES = {"Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:role/${AWS::StackName}-*"}
+WRITES = {
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:BatchWriteItem",
+    "dynamodb:PartiQLInsert",
+    "dynamodb:PartiQLUpdate",
+    "dynamodb:PartiQLDelete",
+}
+
+
+def _only_the_stack(condition: dict[str, Any]) -> None:
+    """A Deny's condition admits exactly the stack's own roles, and the operators' when given."""
+    writers = condition["ArnNotLike"]["aws:PrincipalArn"]["If"]
+    assert writers[0] == "HasOperators"
+    assert writers[2] == [STACK_ROLES]
+    assert writers[1]["Split"][1]["Join"][1][0] == STACK_ROLES
+    assert writers[1]["Split"][1]["Join"][1][1] == {"Join": [",", {"Ref": "OperatorRoleArns"}]}
+
+
+def test_no_principal_but_the_stack_can_write_the_state_table(template: dict[str, Any]) -> None:
+    (statement,) = template["Resources"]["StateTable"]["Properties"]["ResourcePolicy"]["PolicyDocument"][
+        "Statement"
+    ]
+    assert (statement["Effect"], statement["Principal"], statement["Resource"]) == ("Deny", "*", "*")
+    assert set(statement["Action"]) == WRITES  # a seeded lock (PutItem, UpdateItem, PartiQL...) is refused
+    _only_the_stack(statement["Condition"])
+    # Every write a function of the stack makes is one of those refused to everyone else.
+    from guardrail.respond.state.table import RELEASE_TABLE_PERMISSIONS, RESPONDER_TABLE_PERMISSIONS  # noqa: PLC0415
+
+    reads = {"dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:ConditionCheckItem", "dynamodb:Query"}
+    assert set(RESPONDER_TABLE_PERMISSIONS) | set(RELEASE_TABLE_PERMISSIONS) - reads <= WRITES | reads
+
+
+def test_the_stacks_functions_run_as_roles_named_after_the_stack(template: dict[str, Any]) -> None:
+    # The resource policies admit "<stack name>-*" roles: SAM names each function's generated role so.
+    functions = [r for r in template["Resources"].values() if r["Type"] == "AWS::Serverless::Function"]
+    assert len(functions) >= 3
+    assert all("Role" not in f["Properties"] for f in functions)
+
+
+def test_only_the_responder_publishes_to_the_topic(template: dict[str, Any]) -> None:
+    policy = template["Resources"]["IncidentTopicPolicy"]["Properties"]
+    assert policy["Topics"] == [{"Ref": "IncidentTopic"}]
+    allow, deny = policy["PolicyDocument"]["Statement"]
+    assert (allow["Effect"], allow["Principal"], allow["Action"]) == (
+        "Allow",
+        {"Service": "cloudwatch.amazonaws.com"},
+        "sns:Publish",
+    )
+    assert (deny["Effect"], deny["Principal"], deny["Action"]) == ("Deny", "*", "sns:Publish")
+    assert deny["Condition"]["Bool"] == {"aws:PrincipalIsAWSService": "false"}
+    _only_the_stack(deny["Condition"])
+
+
+def test_nobody_else_sends_to_purges_or_empties_the_queues(template: dict[str, Any]) -> None:
+    covered = set()
+    for resource in template["Resources"].values():
+        if resource["Type"] != "AWS::SQS::QueuePolicy":
+            continue
+        for statement in resource["Properties"]["PolicyDocument"]["Statement"]:
+            if statement["Effect"] == "Deny":
+                assert statement["Principal"] == "*"
+                assert set(statement["Action"]) == {
+                    "sqs:SendMessage",
+                    "sqs:PurgeQueue",
+                    "sqs:DeleteMessage",
+                    "sqs:SetQueueAttributes",
+                }
+                _only_the_stack(statement["Condition"])
+                covered.add(statement["Resource"]["GetAtt"].split(".")[0])  # !GetAtt Queue.Arn
+    assert covered == {"QuarantineQueue", "FailureQueue"}
+
+
+def test_member_roles_are_assumed_only_inside_the_organization(template: dict[str, Any]) -> None:
+    found = 0
+    for function in ("ResponderFunction", "ReleaseFunction"):
+        for statement in _statements(template, function):
+            if statement.get("Action") == "sts:AssumeRole":
+                assert statement["Condition"] == {
+                    "StringEquals": {"aws:ResourceOrgID": {"Ref": "OrganizationId"}}
+                }
+                found += 1
+    assert found == 2
