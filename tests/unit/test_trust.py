@@ -145,3 +145,59 @@ def test_every_generated_pattern_admits_only_aws_sources() -> None:
     catalogue = default_catalogue()
     for name, pattern in {**all_patterns(catalogue), **forwarder_patterns(catalogue)}.items():
         assert pattern["source"] == [{"prefix": "aws."}], name
+
+
+BLINDING = [
+    ("events.guardrail-rule-disabled", "DisableRule"),
+    ("events.guardrail-targets-removed", "RemoveTargets"),
+    ("lambda.guardrail-function-tampered", "PutFunctionConcurrency20171031"),
+    ("sns.guardrail-topic-changed", "SetTopicAttributes"),
+    ("sns.guardrail-subscription-removed", "Unsubscribe"),
+    ("monitoring.guardrail-alarms-deleted", "DeleteAlarms"),
+    ("monitoring.guardrail-alarm-rewritten", "PutMetricAlarm"),
+    ("sqs.guardrail-queue-changed", "PurgeQueue"),
+    ("dynamodb.guardrail-table-changed", "DeleteResourcePolicy"),
+    ("iam.guardrail-role-changed", "DetachRolePolicy"),
+]
+
+
+@pytest.mark.parametrize(("rule_id", "name"), BLINDING)
+def test_every_call_that_blinds_the_responder_is_critical_tampering(rule_id: str, name: str) -> None:
+    call = parse_event(_event(f"rules/{rule_id}.json"))
+    assert call.event_name == name
+    verdict = classify(call, Settings())  # the default stack name: guardrail-responder
+    assert (verdict.rule_ids[0], verdict.category.value, verdict.severity.value) == (
+        rule_id,
+        "guardrail_tampering",
+        "critical",
+    )
+
+
+@pytest.mark.parametrize(("rule_id", "name"), BLINDING)
+def test_the_same_call_on_another_stacks_resource_is_not_tampering(rule_id: str, name: str) -> None:
+    text = json.dumps(_event(f"rules/{rule_id}.json")).replace("guardrail-responder-", "billing-api-")
+    verdict = classify(parse_event(json.loads(text)), Settings())
+    assert not any(r.endswith(rule_id.split(".", 1)[1]) for r in verdict.rule_ids), verdict.rule_ids
+
+
+def test_own_resources_are_known_by_the_deployed_stack_name_not_by_a_word() -> None:
+    renamed = json.loads(
+        json.dumps(_event("rules/events.guardrail-rule-disabled.json")).replace(
+            "guardrail-responder-", "gr-prod-"
+        )
+    )
+    deployed = Settings.from_env({"GUARDRAIL_OWN_NAME_PREFIX": "gr-prod-"})
+    assert classify(parse_event(renamed), deployed).rule_ids == ["events.guardrail-rule-disabled"]
+    assert classify(parse_event(renamed), Settings()).rule_ids == []  # another stack's rule, to the default
+    worded = _event("rules/events.guardrail-rule-disabled.json")
+    worded["detail"]["requestParameters"]["name"] = "team-guardrail-notes"  # the word alone is nothing
+    assert classify(parse_event(worded), deployed).rule_ids == []
+
+
+def test_a_prefix_that_is_no_stack_name_is_refused_at_start_up() -> None:
+    from guardrail.errors import ConfigurationError  # noqa: PLC0415
+
+    with pytest.raises(
+        ConfigurationError, match="GUARDRAIL_OWN_NAME_PREFIX: 'not a stack' is not a stack name"
+    ):
+        Settings.from_env({"GUARDRAIL_OWN_NAME_PREFIX": "not a stack"})

@@ -11,6 +11,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from guardrail.environments import Policies, default_policies, load_policies
@@ -28,6 +29,9 @@ DEFAULT_AGENT_PRINCIPALS = (
 _ACCOUNT_ID = re.compile(r"^\d{12}$")
 _ORGANIZATION_ID = re.compile(r"^o-[a-z0-9]{10,32}$")
 _ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
+# CloudFormation stack names: a letter, then letters, digits and hyphens.
+_STACK_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}-$")
+DEFAULT_OWN_NAME_PREFIX = "guardrail-responder-"  # samconfig.toml's stack name, and a hyphen
 
 
 class ContainmentMode(StrEnum):
@@ -98,6 +102,17 @@ class Settings:
     member_accounts: frozenset[str] = frozenset()
     organization_id: str | None = None
     environment_tag: str | None = None
+    # What every physical name of the responder's own resources starts with (CloudFormation names them
+    # "<stack name>-<logical id>-<suffix>"): its rules, functions, roles, topic, queues, table, alarms.
+    own_name_prefix: str = DEFAULT_OWN_NAME_PREFIX
+
+    @cached_property
+    def own_resources(self) -> re.Pattern[str] | None:
+        """Recognises a name or ARN of the responder's own resources: the prefix at the start of the value,
+        or of an ARN's or URL's last segments (function:<name>, rule/<name>, .../<queue name>)."""
+        if not self.own_name_prefix:
+            return None
+        return re.compile(r"(?:^|[:/])" + re.escape(self.own_name_prefix))
 
     @property
     def is_central(self) -> bool:
@@ -232,6 +247,7 @@ class Settings:
             member_accounts=accounts("GUARDRAIL_MEMBER_ACCOUNTS"),
             organization_id=text("GUARDRAIL_ORGANIZATION_ID"),
             environment_tag=text("GUARDRAIL_ENVIRONMENT_TAG"),
+            own_name_prefix=env.get("GUARDRAIL_OWN_NAME_PREFIX", DEFAULT_OWN_NAME_PREFIX).strip(),
         )
         if settings.organization_id and not _ORGANIZATION_ID.match(settings.organization_id):
             problems.append(
@@ -252,6 +268,11 @@ class Settings:
                     "GUARDRAIL_MEMBER_ROLE_NAME is set but no member is named: set GUARDRAIL_MEMBER_ACCOUNTS "
                     "or GUARDRAIL_ORGANIZATION_ID, or an event naming any account could be acted on"
                 )
+        if settings.own_name_prefix and not _STACK_PREFIX.match(settings.own_name_prefix):
+            problems.append(
+                f"GUARDRAIL_OWN_NAME_PREFIX: {settings.own_name_prefix!r} is not a stack name and a hyphen "
+                "(guardrail-responder-)"
+            )
         if settings.runbook_url and not settings.runbook_url.startswith("https://"):
             problems.append(f"GUARDRAIL_RUNBOOK_URL: {settings.runbook_url!r} is not an https:// URL")
         if settings.contain_at.rank < Severity.MEDIUM.rank:

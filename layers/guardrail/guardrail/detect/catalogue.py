@@ -21,7 +21,7 @@ from guardrail.model import ApiCall, Category, Severity
 _RULE_ID = re.compile(r"^[a-z0-9]+(?:[.-][a-z0-9]+)+$")
 _ATTACK_ID = re.compile(r"^T\d{4}(?:\.\d{3})?$")
 _RULE_KEYS = {"id", "source", "names", "when", "category", "severity", "title", "why", "attack", "fix"}
-_OPERATORS = {"one_of", "prefix", "suffix", "glob", "exists", "self"}
+_OPERATORS = {"one_of", "prefix", "suffix", "glob", "exists", "self", "own"}
 
 
 def _normalise(value: object) -> str | None:
@@ -66,10 +66,12 @@ class Condition:
     _test: Callable[[object, str], bool]
     _segments: tuple[str, ...]
 
-    def holds(self, call: ApiCall) -> bool:
+    def holds(self, call: ApiCall, own: re.Pattern[str] | None = None) -> bool:
         values = list(walk(call.request, self._segments))
         if self.operator == "exists":
             return bool(values) == bool(self.operand)
+        if self.operator == "own":
+            return own is not None and any(isinstance(v, str) and own.search(v) is not None for v in values)
         actor = call.principal.name.lower()
         return any(self._test(v, actor) for v in values)
 
@@ -111,6 +113,10 @@ def _condition(rule_id: str, path: str, spec: object) -> Condition:
         if not isinstance(operand, bool):
             raise CatalogueError(f"{rule_id}: {path}: exists takes true or false")
         test = lambda _v, _a: True  # noqa: E731  (decided in Condition.holds)
+    elif operator == "own":
+        if operand is not True:
+            raise CatalogueError(f"{rule_id}: {path}: own takes true")
+        test = lambda _v, _a: False  # noqa: E731  (decided in Condition.holds, with the deployed names)
     elif operator == "self":
         if not isinstance(operand, bool):
             raise CatalogueError(f"{rule_id}: {path}: self takes true or false")
@@ -139,8 +145,8 @@ class Rule:
     fix: str
     when: tuple[Condition, ...] = ()
 
-    def applies_to(self, call: ApiCall) -> bool:
-        return all(c.holds(call) for c in self.when)
+    def applies_to(self, call: ApiCall, own: re.Pattern[str] | None = None) -> bool:
+        return all(c.holds(call, own) for c in self.when)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,12 +164,13 @@ class Catalogue:
     access_denied: AccessDeniedPolicy
     index: Mapping[tuple[str, str], tuple[Rule, ...]]
 
-    def matching(self, call: ApiCall) -> tuple[Rule, ...]:
-        """Rules that match, most severe first."""
+    def matching(self, call: ApiCall, own: re.Pattern[str] | None = None) -> tuple[Rule, ...]:
+        """Rules that match, most severe first. `own` recognises the responder's own resources by their
+        deployed names (Settings.own_resources); without it, no `own` condition holds."""
         candidates = self.index.get((call.event_source, call.event_name))
         if not candidates:
             return ()
-        return tuple(r for r in candidates if r.applies_to(call))
+        return tuple(r for r in candidates if r.applies_to(call, own))
 
     def is_access_denied(self, error_code: str | None) -> bool:
         return error_code is not None and error_code in self.access_denied.error_codes

@@ -42,7 +42,7 @@ def classify(
     environment = lookup(call.account)
     policy = settings.policies[environment]
     is_protected = is_agent and settings.protected_principals.matches(*arns)
-    matched = catalogue.matching(call)
+    matched = catalogue.matching(call, settings.own_resources)
     notes: list[str] = []
     ephemeral_allowed = False
 

@@ -108,14 +108,13 @@ def routing(catalogue: Catalogue) -> tuple[dict[str, set[str]], list[dict[str, A
             by_name.setdefault(rule.source, set()).update(rule.names)
         else:
             conditional.append((rule, parameters))
-    prefixes = tuple(_prefix_verbs(by_name))
-    routed_names = {n for found in by_name.values() for n in found}
     entries = []
     for rule, parameters in conditional:
-        # The name route matches every listed name from every listed source: a name it already carries
-        # from this rule's source needs no narrower route.
-        covered = rule.source in by_name
-        names = [n for n in rule.names if not (covered and (n in routed_names or n.startswith(prefixes)))]
+        # The name route carries this source's own names and destructive verbs (whatever rule of the
+        # several it is packed into): those need no narrower route.
+        own = by_name.get(rule.source, set())
+        prefixes = tuple(_prefix_verbs({rule.source: own}))
+        names = [n for n in rule.names if not (n in own or n.startswith(prefixes))]
         if names:
             entries.append(
                 {"eventSource": [rule.source], "eventName": names, "requestParameters": parameters}
@@ -135,6 +134,21 @@ def destructive_pattern(by_name: dict[str, set[str]]) -> dict[str, Any]:
     return cloudtrail_pattern(
         {"eventSource": sorted(by_name), "eventName": [*({"prefix": v} for v in verbs), *exact]}
     )
+
+
+def destructive_patterns(by_name: dict[str, set[str]], base: str) -> dict[str, dict[str, Any]]:
+    """The name route in as few rules as the size limit allows (Base, Base2, ...), each a group of sources
+    with the names routed for them. A rule matches every name it lists from every source it lists: grouping
+    by source only narrows what a single rule would route."""
+    groups: list[dict[str, set[str]]] = []
+    for source in sorted(by_name):
+        for group in groups:
+            if len(_compact(destructive_pattern({**group, source: by_name[source]}))) <= PATTERN_SIZE_LIMIT:
+                group[source] = by_name[source]
+                break
+        else:
+            groups.append({source: by_name[source]})
+    return {f"{base}{i + 1 if i else ''}": destructive_pattern(group) for i, group in enumerate(groups)}
 
 
 def _packed(entries: list[dict[str, Any]], base: str) -> dict[str, dict[str, Any]]:
@@ -193,7 +207,7 @@ def all_patterns(catalogue: Catalogue) -> dict[str, dict[str, Any]]:
     by_name, entries = routing(catalogue)
     return _checked(
         {
-            "DestructiveCalls": destructive_pattern(by_name),
+            **destructive_patterns(by_name, "DestructiveCalls"),
             **_packed(entries, "ConditionalCalls"),
             "AccessDenied": access_denied_pattern(catalogue),
             "RootActivity": root_activity_pattern(),
@@ -208,7 +222,7 @@ def forwarder_patterns(catalogue: Catalogue) -> dict[str, dict[str, Any]]:
     by_name, entries = routing(catalogue)
     global_names = {s: n for s, n in by_name.items() if s in GLOBAL_SOURCES}
     global_entries = [e for e in entries if e["eventSource"][0] in GLOBAL_SOURCES]
-    patterns = {"ForwardGlobalDestructiveCalls": destructive_pattern(global_names)} if global_names else {}
+    patterns = destructive_patterns(global_names, "ForwardGlobalDestructiveCalls") if global_names else {}
     patterns.update(_packed(global_entries, "ForwardGlobalConditionalCalls") if global_entries else {})
     patterns["ForwardGlobalAccessDenied"] = access_denied_pattern(catalogue, list(GLOBAL_SOURCES))
     patterns["ForwardGlobalRootActivity"] = root_activity_pattern(list(GLOBAL_SOURCES))
