@@ -73,6 +73,17 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("rules", help="print the rule catalogue as Markdown (docs/rules.md)")
 
     p = commands.add_parser(
+        "fence", help="print the policy that keeps agents away from the responder (a boundary or an SCP)"
+    )
+    p.add_argument("--format", choices=["boundary", "scp"], default="boundary", dest="form")
+    p.add_argument("--stack-name", default="guardrail-responder", help="the deployed stack's name")
+    p.add_argument("--account", default="*", help="the account id ('*': every account the policy is used in)")
+    p.add_argument(
+        "--agent-roles", default="AIAgent*", help="the stack's AgentRoleNames, comma-separated (with paths)"
+    )
+    p.add_argument("--agent-users", default="ai-agent*", help="the stack's AgentUserNames, comma-separated")
+
+    p = commands.add_parser(
         "environments",
         help="print the environment policies in force (shipped, plus GUARDRAIL_ENVIRONMENT_POLICIES)",
     )
@@ -94,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
             return patterns_command(write=args.write)
         if args.command == "rules":
             return rules_command()
+        if args.command == "fence":
+            return fence_command(args.form, args.stack_name, args.account, args.agent_roles, args.agent_users)
         if args.command == "environments":
             return environments_command(as_json=args.json)
         return demo_command()
@@ -264,6 +277,25 @@ def render_rules(catalogue: Catalogue) -> str:
             f"| {rule.attack} | {rule.why} | {rule.fix} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def fence_command(form: str, stack: str, account: str, roles: str, users: str) -> int:
+    from guardrail.operate.fence import BOUNDARY_LIMIT, SCP_LIMIT, fence, size
+
+    def names(text: str) -> tuple[str, ...]:
+        return tuple(n.strip() for n in text.split(",") if n.strip())
+
+    try:
+        document = fence(
+            stack, form=form, account=account, agent_roles=names(roles), agent_users=names(users)
+        )
+    except ValueError as exc:
+        raise GuardrailError(str(exc)) from None
+    limit = BOUNDARY_LIMIT if form == "boundary" else SCP_LIMIT
+    if size(document) > limit:
+        raise GuardrailError(f"the fence is {size(document)} characters, over the {form} limit of {limit}")
+    print(json.dumps(document, indent=2))
+    return 0
 
 
 def environments_command(*, as_json: bool) -> int:
