@@ -194,8 +194,12 @@ def test_revoke_older_sessions_document_is_exact() -> None:
         "Effect": "Deny",
         "Action": "*",
         "Resource": "*",
-        "Condition": {"DateLessThan": {"aws:TokenIssueTime": "2026-11-20T03:12:45Z"}},
+        # 03:12:45.123456, rounded up: a session issued at 03:12:45.100 must not survive.
+        "Condition": {"DateLessThan": {"aws:TokenIssueTime": "2026-11-20T03:12:46Z"}},
     }
+    on_the_second = IncidentRef(INCIDENT.id, datetime(2026, 11, 20, 3, 12, 45, tzinfo=UTC))
+    (statement,) = revoke_older_sessions_document(on_the_second)["Statement"]
+    assert statement["Condition"] == {"DateLessThan": {"aws:TokenIssueTime": "2026-11-20T03:12:45Z"}}
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ import re
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import unquote
@@ -107,6 +107,16 @@ class IncidentRef:
     def opened_at_iso(self) -> str:
         return self.opened_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
+    @property
+    def revoke_cutoff_iso(self) -> str:
+        """The containment time rounded up to a whole second: cut down, a session issued earlier in that
+        same second would be newer than the cutoff and survive. A session issued in the rest of that second,
+        after the containment, is refused too: the cost falls on the agent's side."""
+        moment = self.opened_at.astimezone(UTC)
+        if moment.microsecond:
+            moment = moment.replace(microsecond=0) + timedelta(seconds=1)
+        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
 
 @dataclass
 class ActionRecord:
@@ -162,7 +172,7 @@ def revoke_older_sessions_document(incident: IncidentRef) -> dict[str, Any]:
                 "Effect": "Deny",
                 "Action": "*",
                 "Resource": "*",
-                "Condition": {"DateLessThan": {"aws:TokenIssueTime": incident.opened_at_iso}},
+                "Condition": {"DateLessThan": {"aws:TokenIssueTime": incident.revoke_cutoff_iso}},
             }
         ],
     }
