@@ -72,6 +72,7 @@ template: setup
 	@# A CodeUri pointing at a missing folder still "builds": check what came out.
 	test -f .aws-sam/build/ResponderFunction/app.py
 	test -f .aws-sam/build/ReleaseFunction/app.py
+	test -f .aws-sam/build/CheckerFunction/app.py
 	test -f .aws-sam/build/SlackNotifierFunction/app.py
 	test -d .aws-sam/build/GuardrailLayer/python/slack_sdk
 	test -f .aws-sam/build/GuardrailLayer/python/guardrail/data/rules.yaml

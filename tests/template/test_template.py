@@ -554,3 +554,27 @@ def test_member_roles_are_assumed_only_inside_the_organization(template: dict[st
                 }
                 found += 1
     assert found == 2
+
+
+def test_the_scheduled_check_holds_exactly_what_it_declares(template: dict[str, Any]) -> None:
+    from guardrail.respond.check import CHECK_PERMISSIONS  # noqa: PLC0415
+    from guardrail.respond.containment import containment_permissions  # noqa: PLC0415
+
+    assert _allowed(template, "CheckerFunction", "iam:") == containment_permissions()
+    reads = {
+        a
+        for prefix in ("events:", "cloudtrail:", "cloudwatch:")
+        for a in _allowed(template, "CheckerFunction", prefix)
+    }
+    assert reads == {p for p in CHECK_PERMISSIONS if not p.startswith("dynamodb:")}
+    assert {"dynamodb:Scan", "dynamodb:DeleteItem"} <= _allowed(template, "CheckerFunction", "dynamodb:")
+    (schedule,) = template["Resources"]["CheckerFunction"]["Properties"]["Events"].values()
+    assert schedule["Type"] == "ScheduleV2"
+    assert schedule["Properties"]["ScheduleExpression"] == "rate(5 minutes)"
+    alarms = template["Resources"]["CheckerFunction"]["Properties"]["Environment"]["Variables"][
+        "GUARDRAIL_ALARM_NAMES"
+    ]
+    named = {a["Ref"] for a in alarms["Join"][1]}
+    created = {k for k, v in template["Resources"].items() if v["Type"] == "AWS::CloudWatch::Alarm"}
+    # Every alarm but the check's own two is checked for (those would report their own absence).
+    assert named == created - {"DriftAlarm", "CheckerErrorsAlarm"}

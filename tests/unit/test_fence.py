@@ -116,6 +116,7 @@ IMPLIED = [
         "events:PutTargets",
         f"arn:aws:events:us-east-1:{ACCOUNT}:rule/{STACK}-ResponderFunctionDestructiveCalls-AbC123",
     ),
+    ("scheduler:DeleteSchedule", f"arn:aws:scheduler:us-east-1:{ACCOUNT}:schedule/default/{STACK}-check"),
     ("cloudformation:DeleteStack", f"arn:aws:cloudformation:us-east-1:{ACCOUNT}:stack/{STACK}/0f1e2d3c-aaaa"),
 ]
 

@@ -80,6 +80,18 @@ class AwsClients:
     def dynamodb(self) -> DynamoDBClient:
         return self._client("dynamodb")  # type: ignore[no-any-return]
 
+    @property
+    def events(self) -> Any:
+        return self._client("events")
+
+    @property
+    def cloudtrail(self) -> Any:
+        return self._client("cloudtrail")
+
+    @property
+    def cloudwatch(self) -> Any:
+        return self._client("cloudwatch")
+
 
 class IamProvider(Protocol):
     """IAM clients per account: where containment in another account plugs in (an assumed role there)."""

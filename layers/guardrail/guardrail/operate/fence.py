@@ -51,6 +51,7 @@ def fence_statements(
                 "logs:*",  # its log groups
                 "iam:*",  # its roles
                 "cloudformation:*",  # the stack itself
+                "scheduler:*",  # the scheduled check's schedule
                 "kms:*",  # its key's alias
                 "cloudwatch:DeleteAlarms",
                 "cloudwatch:DisableAlarmActions",
@@ -70,6 +71,7 @@ def fence_statements(
                 f"arn:aws:cloudformation:*:{account}:stack/{stack}/*",
                 f"arn:aws:kms:*:{account}:alias/{own}",
                 f"arn:aws:cloudwatch:*:{account}:alarm:{own}",
+                f"arn:aws:scheduler:*:{account}:schedule/*/{own}",
             ],
         },
         {

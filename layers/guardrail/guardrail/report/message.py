@@ -220,8 +220,9 @@ def incident_message(
     return message
 
 
-def release_message(incident: Incident, runbook_url: str | None = None) -> dict[str, Any]:
-    """The release announcement, built from the incident record (the triggering event is long gone)."""
+def _record_message(incident: Incident, runbook_url: str | None, **fields: Any) -> dict[str, Any]:
+    """A message about an incident built from its record alone (the triggering event is long gone): a
+    release, or a containment put back by the scheduled check."""
     from guardrail.detect.catalogue import default_catalogue
 
     verdict = incident.verdict
@@ -234,19 +235,19 @@ def release_message(incident: Incident, runbook_url: str | None = None) -> dict[
             continue
         rules.append(_rule_doc(rule))
     name = incident.key.rsplit("/", 1)[-1] if "/" in incident.key else incident.key
-    return {
+    message = {
         "schema": SCHEMA,
         "version": VERSION,
         "kind": "release",
         "incident_id": incident.id,
-        "status": "released",
+        "status": incident.status.value,
         "decision": verdict.get("decision", "contain"),
         "severity": verdict.get("severity", "info"),
         "category": verdict.get("category", "benign"),
         "environment": verdict.get("environment", "production"),
         "account": incident.account,
         "region": incident.region,
-        "reason": f"released by {incident.released_by}: {incident.release_reason}",
+        "reason": "",
         "principal": {
             "arn": incident.principal_arn,
             "kind": "role" if ":role/" in incident.key else "user",
@@ -269,7 +270,24 @@ def release_message(incident: Incident, runbook_url: str | None = None) -> dict[
         },
         "rules": rules,
         "thresholds": list(verdict.get("thresholds") or []),
-        "containment": _containment_doc(
+        "containment": _containment_doc(incident),
+        "counts": {"events": incident.event_count},
+        "links": {"runbook": runbook_url} if runbook_url else {},
+        "release_command": None,
+    }
+    message.update(fields)
+    return message
+
+
+def release_message(incident: Incident, runbook_url: str | None = None) -> dict[str, Any]:
+    """The release announcement."""
+    return _record_message(
+        incident,
+        runbook_url,
+        kind="release",
+        status="released",
+        reason=f"released by {incident.released_by}: {incident.release_reason}",
+        containment=_containment_doc(
             incident,
             status="released",
             actions=incident.release_actions,
@@ -277,13 +295,81 @@ def release_message(incident: Incident, runbook_url: str | None = None) -> dict[
             caveats=[],
             error=None,
         ),
-        "counts": {"events": incident.event_count},
+    )
+
+
+def restored_message(incident: Incident, summary: str, runbook_url: str | None = None) -> dict[str, Any]:
+    """A containment the scheduled check found changed, and put back: always critical."""
+    return _record_message(
+        incident,
+        runbook_url,
+        kind="restored",
+        severity="critical",
+        reason=summary,
+        counts={"events": incident.event_count, "summary": summary},
+        release_command=release_command(incident),
+    )
+
+
+def drift_message(
+    problems: list[str], account: str, region: str, runbook_url: str | None = None
+) -> dict[str, Any]:
+    """The responder itself is not as deployed (a rule disabled or rewritten, a target gone, the trail not
+    logging management events, an alarm missing): it may be blind. Always critical."""
+    reason = "; ".join(problems)
+    return {
+        "schema": SCHEMA,
+        "version": VERSION,
+        "kind": "drift",
+        "incident_id": None,
+        "status": "drift",
+        "decision": "notify",
+        "severity": "critical",
+        "category": "guardrail_tampering",
+        "environment": "production",
+        "account": account,
+        "region": region,
+        "reason": _clipped(reason),
+        "principal": {
+            "arn": "",
+            "kind": "unknown",
+            "name": "the responder",
+            "session": None,
+            "is_agent": False,
+            "is_protected": False,
+        },
+        "event": {
+            "id": "",
+            "time": "",
+            "source": "guardrail",
+            "name": "ScheduledCheck",
+            "error_code": None,
+            "request_id": None,
+            "source_ip": None,
+            "user_agent": None,
+            "agent_tool": None,
+            "target": None,
+        },
+        "rules": [
+            {
+                "id": "guardrail.drift",
+                "title": "The responder is not as deployed",
+                "why": "A disabled or rewritten rule, a missing target, a trail that stopped logging management "
+                "events or a missing alarm can leave the responder blind without a word.",
+                "attack": "T1562.001",
+                "fix": "Redeploy the stack (sam deploy), start the trail, and find who changed it in CloudTrail.",
+            }
+        ],
+        "thresholds": [],
+        "containment": None,
+        "counts": {"events": len(problems), "summary": reason},
         "links": {"runbook": runbook_url} if runbook_url else {},
         "release_command": None,
     }
 
 
 OUTCOME_LABELS = {
+    "drift": "RESPONDER DRIFT",
     "contained": "CONTAINED",
     "dry_run": "DRY RUN: WOULD CONTAIN",
     "not_containable": "NOT CONTAINABLE",

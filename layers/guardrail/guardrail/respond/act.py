@@ -23,9 +23,9 @@ from guardrail.errors import RefusedEventError
 from guardrail.incident import Incident, IncidentStatus, new_incident_id
 from guardrail.model import Decision, PrincipalKind, Severity
 from guardrail.report.message import incident_message
+from guardrail.respond.check import restore_containment
 from guardrail.respond.containment import (
     CONSISTENCY_NOTE,
-    ActionRecord,
     Blocked,
     ContainmentFailed,
     ContainmentPlan,
@@ -36,12 +36,11 @@ from guardrail.respond.containment import (
     holding,
     plan_containment,
     principal_key,
-    restore,
 )
 from guardrail.respond.organizations import MemberAccessError, refusal
 from guardrail.respond.outcome import Outcome, quarantine
 from guardrail.respond.state.ledger import request_ids
-from guardrail.respond.state.store import Claim, Lookup
+from guardrail.respond.state.store import Claim, IncidentMissing, Lookup
 from guardrail.telemetry import logger, metrics
 
 if TYPE_CHECKING:
@@ -101,7 +100,19 @@ def act(verdict: Verdict, rt: Runtime, started: float, event: object = None) -> 
             and rt.store.records.claim_check(held)
         ):
             _check_containment(held, verdict, rt, changed_by=None, periodic=True)
-        return _join(held, verdict, rt)  # held already: windows have nothing left to decide
+        try:
+            return _join(held, verdict, rt)  # held already: windows have nothing left to decide
+        except IncidentMissing:
+            if rt.store.records.get(held.incident_id) is not None or not rt.store.records.drop_lock(
+                held.key, held.incident_id
+            ):
+                raise
+            # Someone wrote this lock to make the principal immune: gone, the event is decided afresh.
+            metrics.add_metric(name="ForgedLocks", unit=MetricUnit.Count, value=1)
+            logger.error(
+                "a forged lock was removed", extra={"key": held.key, "incident_id": held.incident_id}
+            )
+            return act(verdict, rt, started, event)
     bucket = found.window.get(tally.minute) if tally else None
     if tally is not None:
         verdict = _escalated(verdict, reached(policy, found.window, tally, include_tally=True))
@@ -127,43 +138,29 @@ def _containment_named(verdict: Verdict) -> str | None:
 def _check_containment(
     held: OpenIncident, verdict: Verdict, rt: Runtime, *, changed_by: str | None, periodic: bool = False
 ) -> None:
-    """Containment is a fact to check, not a memory: what the incident applied must still be in place,
-    exactly. Whatever is not is applied again at once, recorded, and announced as critical, naming who
-    changed it when the event says. A periodic check that cannot read IAM is logged and counted, and the
-    event goes on; a check prompted by a change to the containment fails the invocation instead (retried)."""
+    """Containment is a fact to check, not a memory (see check.restore_containment): whatever changed is put
+    back and announced as critical, naming who changed it when the event says. A periodic check that cannot
+    read IAM is logged and counted, and the event goes on; a check prompted by a change to the containment
+    fails the invocation instead (retried)."""
     incident = rt.store.records.get(held.incident_id)
-    if incident is None or incident.status is not IncidentStatus.CONTAINED:
+    if incident is None:
         return
-    target = Target.from_arn(incident.key)
-    iam = rt.iam_for(target.account)
-    if iam is None:
-        return
-    records = [ActionRecord.from_item(a) for a in incident.actions]
     try:
-        changed, redone = restore(records, IncidentRef(incident.id, incident.opened_at), iam)
+        found = restore_containment(incident, rt, changed_by)
     except Exception:
         if not periodic:
             raise
         logger.exception("could not check the containment", extra={"incident_id": incident.id})
         metrics.add_metric(name="ContainmentCheckFailures", unit=MetricUnit.Count, value=1)
         return
-    if not changed:
+    if found is None:
         return
-    items = [r.to_item() for r in redone]
-    rt.store.restored(incident, changed, items, changed_by)
-    failed = [f"{r.action}: {r.error}" for r in redone if r.error]
-    metrics.add_metric(name="ContainmentRestored", unit=MetricUnit.Count, value=1)
-    logger.error(
-        "CONTAINMENT CHANGED: put back" if not failed else "CONTAINMENT CHANGED and could not be put back",
-        extra={"incident_id": incident.id, "changed": changed, "changed_by": changed_by, "failed": failed},
-    )
-    summary = "; ".join(changed) + (f" by {changed_by}" if changed_by else "")
-    summary += f"; could not put back: {'; '.join(failed)}" if failed else ": put back"
+    summary = found.summary(changed_by)
     critical = replace(verdict, severity=Severity.CRITICAL)
-    _announce(critical, incident, rt, kind="restored", summary={"summary": summary, "changed": changed})
-    if failed:
+    _announce(critical, incident, rt, kind="restored", summary={"summary": summary, "changed": found.changed})
+    if found.failed:
         raise ContainmentFailed(
-            f"containment of {incident.key} changed and not put back: {'; '.join(failed)}", redone
+            f"containment of {incident.key} changed and not put back: {'; '.join(found.failed)}", found.redone
         )
 
 

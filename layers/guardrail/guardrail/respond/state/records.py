@@ -194,6 +194,35 @@ class IncidentRecords:
         found = sorted(merged(items).values(), key=lambda i: i.opened_at, reverse=True)
         return found[:limit]
 
+    def locks(self) -> list[dict[str, Any]]:
+        """Every principal lock (an operator's or the scheduled check's scan: the table is small)."""
+        found: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table.name,
+            "FilterExpression": "sk = :open",
+            "ExpressionAttributeValues": {":open": {"S": "OPEN"}},
+        }
+        while True:
+            response = self.table.db.scan(**kwargs)
+            found += [from_item(i) for i in response.get("Items", [])]
+            if "LastEvaluatedKey" not in response:
+                return found
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def drop_lock(self, key: str, incident_id: str) -> bool:
+        """Remove a lock that names `incident_id` (and nothing else); False when it changed meanwhile."""
+        db = self.table.db
+        try:
+            db.delete_item(
+                TableName=self.table.name,
+                Key=lock_key(key),
+                ConditionExpression="incident_id = :id",
+                ExpressionAttributeValues={":id": {"S": incident_id}},
+            )
+        except db.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
     def claim_summary(self, held: OpenIncident) -> bool:
         """Whether this invocation sends the next summary of an open incident: at most one per interval."""
         return self._claim_interval(held, "summary_at", held.summary_at, SUMMARY_INTERVAL)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from guardrail.errors import GuardrailError
 from guardrail.incident import IncidentStatus, iso_time
 from guardrail.respond.state.audit import AuditTrail
 from guardrail.respond.state.ledger import EventLedger, event_key, is_marker, is_own, own_key, request_ids
@@ -31,6 +32,11 @@ if TYPE_CHECKING:
 
     from guardrail.detect.windows import Bucket, Tally
     from guardrail.incident import Incident
+
+
+class IncidentMissing(GuardrailError):
+    """A principal's lock names an incident that has no record: the lock was not written by the responder
+    (it writes both in one transaction)."""
 
 
 @dataclass(frozen=True)
@@ -190,7 +196,9 @@ class IncidentStore:
                 reasons = cancellation_codes(exc)
                 if len(reasons) > 1 and reasons[1].get("Code") == "ConditionalCheckFailed":
                     return False  # the event marker exists: a redelivery
-                if listing and reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                    if not listing:
+                        raise IncidentMissing(incident_id) from exc
                     # The id list is full: keep counting, stop listing (and stop trying, in this container).
                     self.ledger.stop_listing(incident_id)
                     listing = False
