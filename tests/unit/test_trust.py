@@ -201,3 +201,40 @@ def test_a_prefix_that_is_no_stack_name_is_refused_at_start_up() -> None:
         ConfigurationError, match="GUARDRAIL_OWN_NAME_PREFIX: 'not a stack' is not a stack name"
     ):
         Settings.from_env({"GUARDRAIL_OWN_NAME_PREFIX": "not a stack"})
+
+
+def _sourced(role: str, source_identity: str | None) -> dict[str, Any]:
+    """A session of `role` (not named like an agent), carrying a source identity when given."""
+    event = _event()
+    identity = event["detail"]["userIdentity"]
+    identity["arn"] = f"arn:aws:sts::111122223333:assumed-role/{role}/s1"
+    identity["principalId"] = "AROAEXAMPLEAGENTROLE:s1"
+    identity["sessionContext"]["sessionIssuer"].update(
+        arn=f"arn:aws:iam::111122223333:role/{role}", userName=role
+    )
+    if source_identity is not None:
+        identity["sessionContext"]["sourceIdentity"] = source_identity
+    return event
+
+
+def test_a_session_is_an_agent_by_its_source_identity_whatever_role_it_holds() -> None:
+    settings = Settings.from_env({"GUARDRAIL_AGENT_SOURCE_IDENTITIES": "claude-code-*,devin-*"})
+    verdict = classify(parse_event(_sourced("SharedDevRole", "claude-code-jane")), settings)
+    assert (verdict.is_agent, verdict.decision) == (True, Decision.CONTAIN)
+    human = classify(parse_event(_sourced("SharedDevRole", "jane")), settings)
+    assert human.is_agent is False
+    unset = classify(parse_event(_sourced("SharedDevRole", None)), settings)
+    assert unset.is_agent is False
+    default = classify(parse_event(_sourced("SharedDevRole", "claude-code-jane")), Settings())
+    assert default.is_agent is False  # no source-identity pattern: by ARN only
+
+
+def test_a_protected_role_stays_protected_whatever_its_source_identity() -> None:
+    settings = Settings.from_env(
+        {
+            "GUARDRAIL_AGENT_SOURCE_IDENTITIES": "claude-code-*",
+            "GUARDRAIL_PROTECTED_PRINCIPALS": "arn:aws:iam::*:role/BreakGlass",
+        }
+    )
+    verdict = classify(parse_event(_sourced("BreakGlass", "claude-code-jane")), settings)
+    assert (verdict.is_agent, verdict.is_protected, verdict.decision) == (True, True, Decision.NOTIFY)

@@ -97,6 +97,8 @@ class Principal:
     # Why the record's identity fields do not describe one principal (names or accounts that disagree, a
     # name IAM would refuse); such an event is refused, never acted on.
     conflict: str | None = None
+    # aws:SourceIdentity of a session: set at AssumeRole, unchangeable in the session, kept through role chaining.
+    source_identity: str | None = None
 
     @property
     def display(self) -> str:

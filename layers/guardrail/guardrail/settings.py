@@ -21,6 +21,8 @@ from guardrail.model import Environment, Severity
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from guardrail.model import Principal
+
 DEFAULT_AGENT_PRINCIPALS = (
     "arn:aws:iam::*:role/AIAgent*",
     "arn:aws:sts::*:assumed-role/AIAgent*/*",
@@ -84,6 +86,9 @@ class Settings:
         default_factory=lambda: PrincipalPatterns(DEFAULT_AGENT_PRINCIPALS)
     )
     protected_principals: PrincipalPatterns = field(default_factory=lambda: PrincipalPatterns(()))
+    # Sessions whose aws:SourceIdentity matches one of these globs are agents, whatever role they hold: the
+    # identity an agent's runtime sets when it assumes a role, and cannot change afterwards.
+    agent_source_identities: tuple[str, ...] = ()
     contain_at: Severity = Severity.HIGH
     notify_at: Severity = Severity.MEDIUM
     notify_others_at: Severity = Severity.CRITICAL
@@ -105,6 +110,27 @@ class Settings:
     # What every physical name of the responder's own resources starts with (CloudFormation names them
     # "<stack name>-<logical id>-<suffix>"): its rules, functions, roles, topic, queues, table, alarms.
     own_name_prefix: str = DEFAULT_OWN_NAME_PREFIX
+
+    @cached_property
+    def _source_identities(self) -> re.Pattern[str] | None:
+        if not self.agent_source_identities:
+            return None
+        return re.compile("|".join(f"(?:{arn_glob(p)})" for p in self.agent_source_identities))
+
+    def is_agent(self, principal: Principal) -> bool:
+        """A watched agent: its ARN, or the role or user behind its session, matches GUARDRAIL_AGENT_PRINCIPALS,
+        or its session's source identity matches GUARDRAIL_AGENT_SOURCE_IDENTITIES."""
+        if self.agent_principals.matches(*principal.arns):
+            return True
+        found = self._source_identities
+        return (
+            found is not None
+            and bool(principal.source_identity)
+            and found.match(principal.source_identity or "") is not None
+        )
+
+    def is_protected(self, principal: Principal) -> bool:
+        return self.protected_principals.matches(*principal.arns)
 
     @cached_property
     def own_resources(self) -> re.Pattern[str] | None:
@@ -231,6 +257,9 @@ class Settings:
         settings = cls(
             agent_principals=agents,
             protected_principals=patterns("GUARDRAIL_PROTECTED_PRINCIPALS", ()),
+            agent_source_identities=tuple(
+                s.strip() for s in env.get("GUARDRAIL_AGENT_SOURCE_IDENTITIES", "").split(",") if s.strip()
+            ),
             contain_at=severity("GUARDRAIL_CONTAIN_AT", Severity.HIGH),
             notify_at=severity("GUARDRAIL_NOTIFY_AT", Severity.MEDIUM),
             notify_others_at=severity("GUARDRAIL_NOTIFY_OTHERS_AT", Severity.CRITICAL),

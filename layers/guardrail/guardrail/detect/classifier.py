@@ -36,12 +36,11 @@ def classify(
     (its Organizations tag); it is asked only about an agent's calls."""
     catalogue = catalogue or default_catalogue()
     principal = call.principal
-    arns = principal.arns
-    is_agent = settings.agent_principals.matches(*arns)
+    is_agent = settings.is_agent(principal)
     lookup = environment_of if environment_of is not None and is_agent else settings.environment_of
     environment = lookup(call.account)
     policy = settings.policies[environment]
-    is_protected = is_agent and settings.protected_principals.matches(*arns)
+    is_protected = is_agent and settings.is_protected(principal)
     matched = catalogue.matching(call, settings.own_resources)
     notes: list[str] = []
     ephemeral_allowed = False

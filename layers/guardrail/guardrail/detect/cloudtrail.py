@@ -248,7 +248,18 @@ def _session_principal(
     else:
         kind = PrincipalKind.ROLE
     conflict = _conflict(problems)
-    return Principal(kind, arn, account, name, issuer_arn, session, identity.access_key_id, conflict=conflict)
+    context = identity.session_context
+    return Principal(
+        kind,
+        arn,
+        account,
+        name,
+        issuer_arn,
+        session,
+        identity.access_key_id,
+        conflict=conflict,
+        source_identity=context.source_identity if context else None,
+    )
 
 
 def api_call_of(

@@ -577,9 +577,9 @@ def plan_containment(
         return ContainmentPlan(
             None, blocked=Blocked.REFUSED, reason=f"decision is {verdict.decision}, not contain"
         )
-    if not settings.agent_principals.matches(*principal.arns):
+    if not settings.is_agent(principal):
         return ContainmentPlan(None, blocked=Blocked.REFUSED, reason="the principal is not a watched agent")
-    if settings.protected_principals.matches(*principal.arns):
+    if settings.is_protected(principal):
         return ContainmentPlan(None, blocked=Blocked.REFUSED, reason="the principal is protected")
 
     kind = principal.kind
