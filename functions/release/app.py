@@ -35,5 +35,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'event'}: {e['msg']}" for e in exc.errors())
         raise ReleaseError(f"invalid release request: {problems}") from None
-    incident = release(request.principal, request.reason, request.released_by, runtime())
+    # released_by is asserted by the caller; the request id is what the platform vouches for: CloudTrail's
+    # Lambda data events record which identity made this invocation.
+    evidence = {"asserted_by": request.released_by, "lambda_request_id": context.aws_request_id}
+    incident = release(request.principal, request.reason, request.released_by, runtime(), evidence=evidence)
     return incident.to_dict()

@@ -322,6 +322,14 @@ def test_release_function_handler(responder: Responder) -> None:
     result = invoke(release_handler, {"principal": principal, "reason": "reviewed", "released_by": "jane"})
     assert result["status"] == "released"
     assert not denied(lambda: agent.client("s3").list_buckets())
+    (audit,) = [
+        a for a in responder.runtime.store.audit.trail(result["incident_id"]) if a["kind"] == "release"
+    ]
+    evidence = audit["details"]["evidence"]
+    assert evidence["asserted_by"] == "jane"
+    assert (
+        len(evidence["lambda_request_id"]) == 36
+    )  # a request id CloudTrail's data events can be searched by
 
 
 def test_replay_shows_the_iam_write_first_and_verifies_the_agent_is_denied() -> None:
@@ -352,8 +360,16 @@ def test_incidents_command_lists_from_the_table(
     (listed,) = json.loads(capsys.readouterr().out)
     assert listed["status"] == "contained"
     assert listed["key"] == f"arn:aws:iam::{ACCOUNT}:role/AIAgentRole"
-    assert main(["release", "--principal", listed["key"], "--reason", "ok"]) == 0
+    assert main(["release", "--principal", listed["key"], "--reason", "ok", "--released-by", "jane"]) == 0
     assert "released arn:aws:iam::111122223333:role/AIAgentRole" in capsys.readouterr().out
+    (audit,) = [
+        a for a in responder.runtime.store.audit.trail(listed["incident_id"]) if a["kind"] == "release"
+    ]
+    # "jane" is what the operator said; STS vouches for who ran the command.
+    assert audit["details"]["evidence"] == {
+        "asserted_by": "jane",
+        "caller": f"arn:aws:iam::{ACCOUNT}:user/guardrail-responder",
+    }
     assert main(["release", "--principal", listed["key"], "--reason", "again"]) == 1
     assert "is not contained" in capsys.readouterr().err
 

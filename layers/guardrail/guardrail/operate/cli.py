@@ -180,8 +180,10 @@ def release_command(principal: str, reason: str, released_by: str | None) -> int
     from guardrail.respond.release import release
 
     rt = _operator_runtime()
-    who = released_by or rt.aws.sts.get_caller_identity()["Arn"]
-    incident = release(principal, reason, who, rt)
+    caller = rt.aws.sts.get_caller_identity()["Arn"]  # vouched for by STS, whatever --released-by says
+    incident = release(
+        principal, reason, released_by or caller, rt, evidence={"asserted_by": released_by, "caller": caller}
+    )
     print(
         f"released {incident.key} (incident {incident.id}) by {incident.released_by}: {incident.release_reason}"
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
@@ -20,8 +20,14 @@ class ReleaseError(GuardrailError):
     """A release that cannot be done: no reason, nothing contained, or an undo that failed."""
 
 
-def release(principal: str, reason: str, released_by: str, rt: Runtime) -> Incident:
-    """Undo exactly what the containment added, after investigation, and audit who and why."""
+def release(
+    principal: str, reason: str, released_by: str, rt: Runtime, *, evidence: dict[str, Any] | None = None
+) -> Incident:
+    """Undo exactly what the containment added, after investigation, and audit who and why.
+
+    `released_by` is who the caller says released; `evidence` is what the platform can vouch for next to it
+    (the caller's identity from STS for the CLI; for the release function, the Lambda request id, which
+    CloudTrail's Lambda data events tie to the identity that invoked it). Both go into the audit record."""
     if not reason or not reason.strip():
         raise ReleaseError("a reason is required: say why it is safe for this principal to act again")
     if not released_by or not released_by.strip():
@@ -43,7 +49,7 @@ def release(principal: str, reason: str, released_by: str, rt: Runtime) -> Incid
     except Exception as exc:
         store.audit.record(incident.id, "release_failed", released_by, {"reason": reason, "error": str(exc)})
         raise ReleaseError(f"release of {target.key} failed, it stays contained: {exc}") from exc
-    store.close(incident, released_by.strip(), reason.strip(), [u.to_item() for u in undone])
+    store.close(incident, released_by.strip(), reason.strip(), [u.to_item() for u in undone], evidence)
     # Counts from before the release would re-contain on the agent's next refused call.
     store.windows.forget(target.key)
     metrics.add_metric(name="Released", unit=MetricUnit.Count, value=1)

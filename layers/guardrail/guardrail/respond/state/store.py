@@ -205,12 +205,25 @@ class IncidentStore:
                     continue
                 raise
 
-    def close(self, incident: Incident, released_by: str, reason: str, undone: list[dict[str, Any]]) -> None:
-        """Release: free the principal, mark the incident released, and audit who and why."""
+    def close(
+        self,
+        incident: Incident,
+        released_by: str,
+        reason: str,
+        undone: list[dict[str, Any]],
+        evidence: dict[str, Any] | None = None,
+    ) -> None:
+        """Release: free the principal, mark the incident released, and audit who and why (and what the
+        platform vouches for of who)."""
         self.table.db.transact_write_items(
             TransactItems=[
                 *self.records.release(incident, released_by, reason, undone),
-                self.audit.entry(incident.id, "release", released_by, {"reason": reason, "undone": undone}),
+                self.audit.entry(
+                    incident.id,
+                    "release",
+                    released_by,
+                    {"reason": reason, "undone": undone, "evidence": evidence},
+                ),
                 *self.ledger.own(request_ids(undone), incident.id, "release"),
             ]
         )
