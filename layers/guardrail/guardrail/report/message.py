@@ -220,6 +220,12 @@ def incident_message(
     return message
 
 
+def _event_doc(event_id: str, time: str, source: str, name: str) -> dict[str, Any]:
+    """The event part of a message not built from the event itself: what is known of it, and no more."""
+    unknown = ("error_code", "request_id", "source_ip", "user_agent", "agent_tool", "target")
+    return {"id": event_id, "time": time, "source": source, "name": name, **dict.fromkeys(unknown)}
+
+
 def _record_message(incident: Incident, runbook_url: str | None, **fields: Any) -> dict[str, Any]:
     """A message about an incident built from its record alone (the triggering event is long gone): a
     release, or a containment put back by the scheduled check."""
@@ -256,18 +262,12 @@ def _record_message(incident: Incident, runbook_url: str | None, **fields: Any) 
             "is_agent": True,
             "is_protected": False,
         },
-        "event": {
-            "id": verdict.get("event_id", ""),
-            "time": verdict.get("event_time", ""),
-            "source": verdict.get("event_source", ""),
-            "name": verdict.get("event_name", ""),
-            "error_code": None,
-            "request_id": None,
-            "source_ip": None,
-            "user_agent": None,
-            "agent_tool": None,
-            "target": None,
-        },
+        "event": _event_doc(
+            verdict.get("event_id", ""),
+            verdict.get("event_time", ""),
+            verdict.get("event_source", ""),
+            verdict.get("event_name", ""),
+        ),
         "rules": rules,
         "thresholds": list(verdict.get("thresholds") or []),
         "containment": _containment_doc(incident),
@@ -338,18 +338,7 @@ def drift_message(
             "is_agent": False,
             "is_protected": False,
         },
-        "event": {
-            "id": "",
-            "time": "",
-            "source": "guardrail",
-            "name": "ScheduledCheck",
-            "error_code": None,
-            "request_id": None,
-            "source_ip": None,
-            "user_agent": None,
-            "agent_tool": None,
-            "target": None,
-        },
+        "event": _event_doc("", "", "guardrail", "ScheduledCheck"),
         "rules": [
             {
                 "id": "guardrail.drift",
