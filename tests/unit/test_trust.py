@@ -238,3 +238,16 @@ def test_a_protected_role_stays_protected_whatever_its_source_identity() -> None
     )
     verdict = classify(parse_event(_sourced("BreakGlass", "claude-code-jane")), settings)
     assert (verdict.is_agent, verdict.is_protected, verdict.decision) == (True, True, Decision.NOTIFY)
+
+
+def test_remembered_principals_follow_every_identity_field() -> None:
+    # principal_of is remembered per identity: a field it reads must be part of what is remembered.
+    first = parse_event(_sourced("SharedDevRole", "claude-code-jane")).principal
+    assert parse_event(_sourced("SharedDevRole", "claude-code-jane")).principal == first
+    assert parse_event(_sourced("SharedDevRole", "devin-1")).principal.source_identity == "devin-1"
+    lying = _sourced("SharedDevRole", "claude-code-jane")
+    lying["detail"]["userIdentity"]["sessionContext"]["sessionIssuer"]["userName"] = "BreakGlass"
+    assert parse_event(lying).principal.conflict is not None
+    other_key = _sourced("SharedDevRole", "claude-code-jane")
+    other_key["detail"]["userIdentity"]["accessKeyId"] = "ASIAOTHERKEY"
+    assert parse_event(other_key).principal.access_key_id == "ASIAOTHERKEY"

@@ -116,6 +116,37 @@ def _bad_name(name: str) -> str | None:
     )
 
 
+def _principal_cached(identity: UserIdentity, fallback_account: str) -> Principal:
+    """principal_of, remembered: an agent's session makes many calls, and every one of them carries the same
+    identity. The key is every field principal_of reads; Principals are values nobody mutates."""
+    context = identity.session_context
+    issuer = context.session_issuer if context else None
+    key = (
+        identity.type,
+        identity.arn,
+        identity.principal_id,
+        identity.account_id,
+        identity.access_key_id,
+        identity.user_name,
+        identity.invoked_by,
+        context.source_identity if context else None,
+        (issuer.type, issuer.principal_id, issuer.arn, issuer.account_id, issuer.user_name)
+        if issuer
+        else None,
+        fallback_account,
+    )
+    found = _PRINCIPALS.get(key)
+    if found is None:
+        if len(_PRINCIPALS) >= _PRINCIPALS_KEPT:
+            _PRINCIPALS.clear()  # bounded: a container sees few identities; a flood of new ones starts over
+        found = _PRINCIPALS[key] = principal_of(identity, fallback_account)
+    return found
+
+
+_PRINCIPALS: dict[tuple[object, ...], Principal] = {}
+_PRINCIPALS_KEPT = 4096
+
+
 def principal_of(identity: UserIdentity, fallback_account: str) -> Principal:
     """Who called, in IAM's terms: the role or user a containment would act on.
 
@@ -273,7 +304,7 @@ def api_call_of(
         event_name=record.event_name,
         region=record.aws_region,
         account=account,
-        principal=principal_of(record.user_identity, account),
+        principal=_principal_cached(record.user_identity, account),
         request=record.request_parameters or {},
         error_code=record.error_code or None,
         error_message=record.error_message,
