@@ -396,3 +396,44 @@ def test_a_star_never_crosses_a_path(make_responder: Any) -> None:
     assert summary["decision"] != "contain"
     assert responder.writes("iam") == []
     assert admin.list_role_policies(RoleName="BreakGlass")["PolicyNames"] == []
+
+
+def test_no_value_from_an_event_can_make_a_state_table_write_fail(responder: Responder) -> None:
+    # An identity the responder does not model, with an ARN far past DynamoDB's 2,048-byte key limit.
+    event = critical(event_id=fresh_id())
+    event["detail"]["userIdentity"] = {
+        "type": "WebIdentityUser",
+        "arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/x/" + "é" * 3000,
+        "accountId": ACCOUNT,
+    }
+    assert responder(event)["status"] == "reported"  # critical, by a principal that is not an agent
+    (incident,) = responder.runtime.store.records.incidents()
+    assert len(incident.key.encode()) < 1024  # bounded
+    again = copy.deepcopy(event)
+    again["detail"]["eventID"] = fresh_id()
+    assert responder(again)["status"] == "joined"  # the same ARN always gives the same key
+    # An IAM call whose requestID is 5,000 characters: looked up as the responder's own write, and not.
+    removal = _iam_record("iam.emergency-policy-removed", "r" * 5000, roleName="SomeRole", policyName="Other")
+    assert responder(removal)["status"] in {"reported", "ignored"}
+
+
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [
+        ("session", "s" * 200),  # AWS issues session names of 2-64 characters (Identity Center's: user names)
+        ("account", "not-an-account"),
+    ],
+)
+def test_identities_aws_would_never_issue_are_refused(responder: Responder, where: str, value: str) -> None:
+    event = critical(event_id=fresh_id())
+    identity = event["detail"]["userIdentity"]
+    if where == "session":
+        identity["arn"] = f"arn:aws:sts::{ACCOUNT}:assumed-role/AIAgentRole/{value}"
+        identity["principalId"] = f"AROAEXAMPLEAGENTROLE:{value}"
+    else:
+        identity["accountId"] = identity["sessionContext"]["sessionIssuer"]["accountId"] = value
+        event["detail"]["recipientAccountId"] = value
+        event["account"] = value
+    summary = responder(event)
+    assert summary["status"] == "refused"
+    assert responder.writes("iam") == []

@@ -98,6 +98,9 @@ def _describe(error: ValidationError, where: str) -> str:
 # IAM's own syntax for a role or user name. Anything else in a record is not an identity IAM could hold,
 # and must never reach an IAM call.
 IAM_NAME = re.compile(r"^[\w+=,.@-]{1,64}$", re.ASCII)
+# A session name (AssumeRole takes 2-64 of these characters; Identity Center's are user names, longer).
+SESSION_NAME = re.compile(r"^[\w+=,.@-]{2,128}$", re.ASCII)
+ACCOUNT_ID = re.compile(r"^\d{12}$", re.ASCII)
 
 
 def _disagreement(label: str, pairs: list[tuple[str, str | None]]) -> str:
@@ -114,6 +117,10 @@ def _bad_name(name: str) -> str | None:
     return (
         None if not name or IAM_NAME.match(name) else f"{_clip(name, 80)!r} is not an IAM role or user name"
     )
+
+
+def _bad_account(account: str) -> str | None:
+    return None if ACCOUNT_ID.match(account) else f"{_clip(account, 40)!r} is not a 12-digit account id"
 
 
 def _principal_cached(identity: UserIdentity, fallback_account: str) -> Principal:
@@ -182,8 +189,7 @@ def principal_of(identity: UserIdentity, fallback_account: str) -> Principal:
                     "accounts", [("userIdentity.arn", arn_account), ("the record's account", account)]
                 )
             )
-        if bad := _bad_name(name):
-            problems.append(bad)
+        problems += [bad for bad in (_bad_name(name), _bad_account(account)) if bad]
         conflict = _conflict(problems)
         return Principal(PrincipalKind.USER, arn, account, name, access_key_id=key, conflict=conflict)
     if kind_name in ("AssumedRole", "FederatedUser"):
@@ -268,8 +274,9 @@ def _session_principal(
             problems.append(
                 f"principalId {_clip(principal_id)!r} is not a session of {_clip(issuer.principal_id)!r}"
             )
-    if bad := _bad_name(name):
-        problems.append(bad)
+    problems += [bad for bad in (_bad_name(name), _bad_account(account)) if bad]
+    if session is not None and not SESSION_NAME.match(session):
+        problems.append(f"session name {_clip(session, 80)!r} is not one AWS issues")
     if federated:
         kind = PrincipalKind.FEDERATED
     elif name.startswith(IDENTITY_CENTER_ROLE_PREFIX) or path.startswith(IDENTITY_CENTER_PATH):

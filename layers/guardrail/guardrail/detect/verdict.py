@@ -11,6 +11,9 @@ if TYPE_CHECKING:
     from guardrail.model import ApiCall, Category, Decision, Environment, Severity
 
 
+PRINCIPAL_TEXT_LIMIT = 2048  # a principal's ARN as kept; IAM's own are far shorter
+
+
 # Not frozen, like ApiCall (see guardrail.model): a changed verdict is a copy (dataclasses.replace).
 @dataclass(slots=True)
 class Verdict:
@@ -44,7 +47,8 @@ class Verdict:
             "event_time": call.event_time.isoformat().replace("+00:00", "Z"),
             "event_source": call.event_source,
             "event_name": call.event_name,
-            "principal": call.principal.arn or call.principal.display,
+            # Clipped: the summary is stored with the incident, and an item holds 400 KB at most.
+            "principal": (call.principal.arn or call.principal.display)[:PRINCIPAL_TEXT_LIMIT],
             "account": call.account,
             "region": call.region,
             # StrEnum members are str: JSON takes them as they are.

@@ -18,6 +18,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from guardrail.detect.classifier import escalate
 from guardrail.detect.cloudtrail import IAM_NAME
+from guardrail.detect.verdict import PRINCIPAL_TEXT_LIMIT
 from guardrail.detect.windows import Bucket, Tally, reached, tally_of
 from guardrail.errors import RefusedEventError
 from guardrail.incident import Incident, IncidentStatus, new_incident_id
@@ -363,7 +364,7 @@ def _new_incident(
         id=incident_id or new_incident_id(now),
         status=status,
         key=key,
-        principal_arn=call.principal.arn,
+        principal_arn=call.principal.arn[:PRINCIPAL_TEXT_LIMIT],
         account=call.account,
         region=call.region,
         opened_at=now,

@@ -25,6 +25,7 @@ from urllib.parse import unquote
 
 from guardrail.errors import GuardrailError
 from guardrail.model import Decision, Principal, PrincipalKind
+from guardrail.respond.state.table import bounded
 from guardrail.settings import ContainmentMode, Settings
 
 if TYPE_CHECKING:
@@ -525,12 +526,13 @@ def principal_key(principal: Principal) -> str:
         # Held "not containable": keyed by the full ARN, path included, so such a hold can never stand on the
         # key of a role that can be contained (a record claiming an Identity Center path for an agent's own
         # role would otherwise make that role immune).
-        return principal.issuer_arn or principal.arn or f"{principal.kind.value}:{principal.name}"
+        return bounded(principal.issuer_arn or principal.arn or f"{principal.kind.value}:{principal.name}")
     if principal.kind in (PrincipalKind.USER, PrincipalKind.FEDERATED) and principal.name:
         return Target(TargetKind.USER, principal.name, principal.account).key
     if principal.kind is PrincipalKind.ROOT:
         return f"arn:aws:iam::{principal.account}:root"
-    return principal.arn or f"{principal.kind.value}:{principal.name}"
+    # Whatever an event says here is stored as the incident's key: bounded, as every state-table key is.
+    return bounded(principal.arn or f"{principal.kind.value}:{principal.name}")
 
 
 def _deny_command(target: Target) -> str:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from guardrail.respond.state.table import item, to_attr
+from guardrail.respond.state.table import bounded, item, to_attr
 
 if TYPE_CHECKING:
     from guardrail.incident import Incident
@@ -39,7 +39,7 @@ OWN_REQUEST_TTL = timedelta(days=7)
 
 
 def event_key(event_id: str) -> dict[str, Any]:
-    return {"pk": {"S": f"EVENT#{event_id}"}, "sk": {"S": "EVENT"}}
+    return {"pk": {"S": f"EVENT#{bounded(event_id)}"}, "sk": {"S": "EVENT"}}
 
 
 def counts_key(incident_id: str) -> dict[str, Any]:
@@ -51,7 +51,7 @@ def is_marker(item: dict[str, Any]) -> bool:
 
 
 def own_key(request_id: str) -> dict[str, Any]:
-    return {"pk": {"S": f"OWN#{request_id}"}, "sk": {"S": "OWN"}}
+    return {"pk": {"S": f"OWN#{bounded(request_id)}"}, "sk": {"S": "OWN"}}
 
 
 def is_own(item: dict[str, Any]) -> bool:
@@ -71,7 +71,12 @@ class EventLedger:
     def mark(self, event_id: str, incident_id: str | None, *, notified: bool = True) -> Any:
         """The transaction item that marks the event handled; it fails if the event was marked before."""
         expires = int((self.table.clock() + EVENT_MARKER_TTL).timestamp())
-        values = {"pk": f"EVENT#{event_id}", "sk": "EVENT", "incident_id": incident_id, "expires_at": expires}
+        values = {
+            "pk": f"EVENT#{bounded(event_id)}",
+            "sk": "EVENT",
+            "incident_id": incident_id,
+            "expires_at": expires,
+        }
         return {
             "Put": {
                 "TableName": self.table.name,
@@ -89,7 +94,7 @@ class EventLedger:
                     "TableName": self.table.name,
                     "Item": item(
                         {
-                            "pk": f"OWN#{i}",
+                            "pk": f"OWN#{bounded(i)}",
                             "sk": "OWN",
                             "incident_id": incident_id,
                             "kind": kind,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from guardrail.incident import OPEN_STATUSES, Incident, IncidentStatus, iso_time
 from guardrail.respond.state.ledger import counts_key
-from guardrail.respond.state.table import from_item, item, to_attr
+from guardrail.respond.state.table import bounded, from_item, item, to_attr
 
 if TYPE_CHECKING:
     from guardrail.respond.state.table import StateTable
@@ -61,7 +61,7 @@ class OpenIncident:
 
 
 def lock_key(key: str) -> dict[str, Any]:
-    return {"pk": {"S": f"PRINCIPAL#{key}"}, "sk": {"S": "OPEN"}}
+    return {"pk": {"S": f"PRINCIPAL#{bounded(key)}"}, "sk": {"S": "OPEN"}}
 
 
 def meta_key(incident_id: str) -> dict[str, Any]:
@@ -103,7 +103,7 @@ class IncidentRecords:
         reason says who holds it) and write the incident's two items."""
         now = self.table.clock()
         lock: dict[str, Any] = {
-            "pk": f"PRINCIPAL#{incident.key}",
+            "pk": f"PRINCIPAL#{bounded(incident.key)}",
             "sk": "OPEN",
             "incident_id": incident.id,
             "status": incident.status.value,

@@ -44,6 +44,22 @@ class IncompleteReadError(GuardrailError):
     """The state table would not return every key asked for (throttling): the event is retried."""
 
 
+# DynamoDB refuses a partition key over 2,048 bytes and a sort key over 1,024: an event's value in a key is
+# cut to this many characters, with a digest of the whole so distinct values stay distinct.
+KEY_TEXT_LIMIT = 400
+
+
+def bounded(text: str) -> str:
+    """`text` as a key part that no event can make too long for DynamoDB: itself when short, else its
+    readable beginning and a SHA-256 of the whole (the same text always gives the same key)."""
+    if len(text) <= KEY_TEXT_LIMIT and len(text.encode()) <= KEY_TEXT_LIMIT * 2:
+        return text
+    import hashlib
+
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{text[:200]}#sha256:{digest}"
+
+
 def to_attr(value: Any) -> Any:
     from boto3.dynamodb.types import TypeSerializer
 

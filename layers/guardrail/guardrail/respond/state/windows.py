@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from guardrail.detect.windows import Bucket
 from guardrail.environments import MAX_DISTINCT
-from guardrail.respond.state.table import from_item
+from guardrail.respond.state.table import bounded, from_item
 
 if TYPE_CHECKING:
     from guardrail.detect.windows import Tally
@@ -22,7 +22,7 @@ WINDOW_TTL_SLACK_MINUTES = 10  # window buckets outlive their longest window by 
 
 
 def window_key(key: str, minute: int) -> dict[str, Any]:
-    return {"pk": {"S": f"WINDOW#{key}"}, "sk": {"S": f"M#{minute}"}}
+    return {"pk": {"S": f"WINDOW#{bounded(key)}"}, "sk": {"S": f"M#{minute}"}}
 
 
 def is_window(item: dict[str, Any]) -> bool:
@@ -89,7 +89,7 @@ class WindowCounts:
         kwargs: dict[str, Any] = {
             "TableName": name,
             "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": {":pk": {"S": f"WINDOW#{key}"}},
+            "ExpressionAttributeValues": {":pk": {"S": f"WINDOW#{bounded(key)}"}},
             "ProjectionExpression": "pk, sk",
             "ConsistentRead": True,
         }
