@@ -306,3 +306,48 @@ def test_lookup_retries_unprocessed_keys_and_fails_rather_than_guess() -> None:
     with pytest.raises(IncompleteReadError, match="unread after 3 retries"):
         IncidentStore(stubborn, "t", lambda: datetime.now(UTC)).lookup(["k"], "e")  # type: ignore[arg-type]
     assert stubborn.calls == 4
+
+
+def _deny(**changes: object) -> dict[str, object]:
+    statement: dict[str, object] = {
+        "Sid": "GuardrailIncidentGR1",
+        "Effect": "Deny",
+        "Action": "*",
+        "Resource": "*",
+    }
+    statement.update(changes)
+    return {"Version": "2012-10-17", "Statement": [{k: v for k, v in statement.items() if v is not None}]}
+
+
+def _revoke(cutoff: str, **changes: object) -> dict[str, object]:
+    return _deny(Condition={"DateLessThan": {"aws:TokenIssueTime": cutoff}}, **changes)
+
+
+@pytest.mark.parametrize(
+    ("found", "written", "holds"),
+    [
+        (_deny(), _deny(), True),
+        (_deny(Sid="GuardrailIncidentGR2"), _deny(), True),  # a racing invocation's, before it redoes it
+        (_deny(Sid=None), _deny(), True),
+        (_deny(Effect="Allow"), _deny(), False),
+        (_deny(Action="s3:*"), _deny(), False),
+        (_deny(Resource="arn:aws:s3:::x"), _deny(), False),
+        (_deny(Condition={"Bool": {"aws:MultiFactorAuthPresent": "false"}}), _deny(), False),
+        ({"Version": "2012-10-17", "Statement": []}, _deny(), False),
+        (_revoke("2026-11-20T03:12:46Z"), _revoke("2026-11-20T03:12:46Z"), True),
+        (_revoke("2026-11-20T03:12:47Z"), _revoke("2026-11-20T03:12:46Z"), True),  # later: revokes more
+        (_revoke("2026-11-20T03:12:45Z"), _revoke("2026-11-20T03:12:46Z"), False),
+        (_deny(), _revoke("2026-11-20T03:12:46Z"), False),
+        (
+            _deny(Condition={"DateLessThan": {"aws:TokenIssueTime": "2026-11-20T03:12:46Z", "aws:CurrentTime": "2000-01-01T00:00:00Z"}}),
+            _revoke("2026-11-20T03:12:46Z"),
+            False,
+        ),
+    ],
+)  # fmt: skip
+def test_a_containment_policy_holds_when_it_denies_at_least_what_was_written(
+    found: dict[str, object], written: dict[str, object], holds: bool
+) -> None:
+    from guardrail.respond.containment import _denies_as_much  # noqa: PLC0415
+
+    assert _denies_as_much(found, written) is holds

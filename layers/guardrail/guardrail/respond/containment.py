@@ -252,7 +252,7 @@ class _InlinePolicy(ContainmentAction):
             return f"{self.policy_name} was removed from {record.target}"
         if isinstance(document, str):  # botocore decodes it; a raw client would not
             document = json.loads(unquote(document))
-        if document != self.document(incident):
+        if not _denies_as_much(document, self.document(incident)):
             return f"{self.policy_name} on {record.target} was rewritten"
         return None
 
@@ -270,6 +270,40 @@ class _InlinePolicy(ContainmentAction):
     def undo(self, record: ActionRecord, iam: IAMClient) -> ActionRecord:
         name = Target.from_arn(record.target).name
         return self._undone(record, iam, lambda: self._delete(iam, name, record.details["policy_name"]))
+
+
+def _denies_as_much(found: Any, written: dict[str, Any]) -> bool:
+    """Whether a policy found on the principal denies at least what the containment wrote. The statement
+    id may name another incident (invocations racing for one principal each write theirs before redoing
+    it under the winner's), and a revoke cutoff may be later (a later cutoff revokes more sessions); any
+    other difference is a rewrite."""
+    if not isinstance(found, dict) or found.get("Version") != written["Version"]:
+        return False
+    statements, expected = found.get("Statement"), written["Statement"]
+    if not isinstance(statements, list) or len(statements) != len(expected):
+        return False
+    for have, want in zip(statements, expected, strict=True):
+        if not isinstance(have, dict):
+            return False
+        unconditioned = ("Sid", "Condition")
+        if {k: v for k, v in have.items() if k not in unconditioned} != {
+            k: v for k, v in want.items() if k not in unconditioned
+        }:
+            return False
+        if "Condition" not in want:
+            if "Condition" in have:
+                return False
+            continue
+        cutoff = want["Condition"]["DateLessThan"]["aws:TokenIssueTime"]
+        condition = have.get("Condition")
+        if not (isinstance(condition, dict) and set(condition) == {"DateLessThan"}):
+            return False
+        dates = condition["DateLessThan"]
+        if not (isinstance(dates, dict) and set(dates) == {"aws:TokenIssueTime"}):
+            return False
+        if not isinstance(dates["aws:TokenIssueTime"], str) or dates["aws:TokenIssueTime"] < cutoff:
+            return False
+    return True
 
 
 class _AttachDenyAll(ContainmentAction):
