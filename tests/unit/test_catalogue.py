@@ -15,7 +15,8 @@ from guardrail.model import Category
 from tests.conftest import EVENTS, load_event
 
 CATALOGUE = default_catalogue()
-RULE_IDS = [r.id for r in CATALOGUE.rules]
+# Curated and generic rules alike: adding either means an entry and a sample event.
+RULE_IDS = [r.id for r in (*CATALOGUE.rules, *CATALOGUE.generic_rules.values())]
 
 
 def test_every_rule_has_a_sample_and_every_sample_a_rule() -> None:

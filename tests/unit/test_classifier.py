@@ -37,7 +37,7 @@ def test_benign_samples_are_ignored_where_writes_are_not_watched(path: str) -> N
 @pytest.mark.parametrize("path", sorted(p.name for p in (EVENTS / "benign").glob("*.json")))
 def test_in_production_an_agent_write_is_high_and_a_read_is_ignored(path: str) -> None:
     verdict = verdict_of(f"benign/{path}")
-    if verdict.call.read_only:
+    if verdict.call.read_only is not False:  # a read, or a console sign-in (no readOnly)
         assert (verdict.category, verdict.decision) == (Category.BENIGN, Decision.IGNORE)
     else:
         assert (verdict.category, verdict.severity, verdict.decision) == (

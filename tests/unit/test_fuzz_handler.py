@@ -31,6 +31,8 @@ from guardrail.telemetry import logger, metrics
 from tests.unit.test_hostile_input import SAMPLES, json_values, mutated
 
 EXAMPLES = int(os.environ.get("GUARDRAIL_FUZZ_EXAMPLES", "10000"))
+# The samples that describe a call (an Insight names none at its top).
+CALLS = [s for s in SAMPLES if "eventName" in s["detail"] and "eventID" in s["detail"]]
 QUEUE = "https://sqs.us-east-1.amazonaws.com/111122223333/guardrail-quarantine"
 
 
@@ -140,15 +142,21 @@ def test_guardrail_classify_reports_every_bad_line_and_classifies_the_rest(tmp_p
     rng = random.Random(20261124)
     lines, broken = [], 0
     for n in range(EXAMPLES):
-        event = copy.deepcopy(rng.choice(SAMPLES))
+        event = copy.deepcopy(rng.choice(CALLS))
         event["detail"]["eventID"] = f"fuzz-{n}"
         damage = rng.randrange(6)
         if damage == 0:
-            del event["detail"][rng.choice(["eventName", "eventSource", "userIdentity", "eventTime"])]
+            del event["detail"][rng.choice(["eventName", "eventSource"])]  # a record that names no call
         elif damage == 1:
-            event["detail"]["eventTime"] = rng.choice([None, "yesterday", "\u202e", [2026]])
+            event["detail"]["eventName"] = rng.choice([None, 2026, ["DeleteBucket"], ""])
         elif damage == 2:
             event["detail-type"] = "Object Created"
+        elif damage == 4:
+            # What CloudTrail itself leaves out is read, not refused: the envelope stands in, or the caller
+            # is unknown.
+            event["detail"].pop(rng.choice(["userIdentity", "eventTime", "eventID", "awsRegion"]), None)
+            if rng.random() < 0.5:
+                event["detail"]["eventTime"] = rng.choice(["", "redacted", "yesterday"])
         if damage < 3:
             broken += 1
         text = json.dumps(event)

@@ -188,10 +188,11 @@ def test_own_resources_are_known_by_the_deployed_stack_name_not_by_a_word() -> N
     )
     deployed = Settings.from_env({"GUARDRAIL_OWN_NAME_PREFIX": "gr-prod-"})
     assert classify(parse_event(renamed), deployed).rule_ids == ["events.guardrail-rule-disabled"]
-    assert classify(parse_event(renamed), Settings()).rule_ids == []  # another stack's rule, to the default
+    # Another stack's rule, to the default: disabling it is still destruction, not tampering with us.
+    assert classify(parse_event(renamed), Settings()).rule_ids == ["generic.destroys"]
     worded = _event("rules/events.guardrail-rule-disabled.json")
     worded["detail"]["requestParameters"]["name"] = "team-guardrail-notes"  # the word alone is nothing
-    assert classify(parse_event(worded), deployed).rule_ids == []
+    assert classify(parse_event(worded), deployed).rule_ids == ["generic.destroys"]
 
 
 def test_a_prefix_that_is_no_stack_name_is_refused_at_start_up() -> None:

@@ -42,6 +42,7 @@ class Category(StrEnum):
     PRIVILEGE_ESCALATION = "privilege_escalation"
     ACCESS_DENIED = "access_denied"
     ROOT_ACTIVITY = "root_activity"
+    SIGN_IN = "sign_in"  # a console sign-in worth a look (no MFA): reported, never contained
     WRITE = "write"  # a successful write no rule flags, by an agent where its environment watches writes
     BENIGN = "benign"
 
@@ -67,6 +68,16 @@ class Environment(StrEnum):
     DEVELOPMENT = "development"
     STAGING = "staging"
     PRODUCTION = "production"
+
+
+class RecordKind(StrEnum):
+    """Which of CloudTrail's EventBridge detail-types a record came as."""
+
+    API_CALL = "AWS API Call via CloudTrail"
+    CONSOLE_ACTION = "AWS Console Action via CloudTrail"
+    SIGN_IN = "AWS Console Sign In via CloudTrail"
+    SERVICE_EVENT = "AWS Service Event via CloudTrail"  # AWS acting on its own: never an agent
+    OTHER = "other CloudTrail record"  # Insights and any detail-type CloudTrail adds later: read, benign
 
 
 class PrincipalKind(StrEnum):
@@ -99,6 +110,7 @@ class Principal:
     conflict: str | None = None
     # aws:SourceIdentity of a session: set at AssumeRole, unchangeable in the session, kept through role chaining.
     source_identity: str | None = None
+    identity_type: str = ""  # userIdentity.type as CloudTrail wrote it (AssumedRole, IAMUser, Root...)
 
     @property
     def display(self) -> str:
@@ -134,3 +146,8 @@ class ApiCall:
     request_id: str | None = None
     delivered_by: str | None = None  # the EventBridge envelope's account: who put the event on the bus
     delivered_from: str | None = None  # the envelope's source (aws.<service> when AWS delivered it)
+    response: dict[str, object] | None = None  # responseElements, where a rule reads it (sign-in outcome)
+    additional: dict[str, object] | None = None  # additionalEventData (MFAUsed on a sign-in)
+    kind: RecordKind = RecordKind.API_CALL
+    # What CloudTrail left out and was filled in (eventID from the envelope, no userIdentity...): reported.
+    gaps: tuple[str, ...] = ()

@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from typing import Any
 
+from guardrail.detect.generic import Generic, Meaning, compile_words
 from guardrail.errors import CatalogueError
 from guardrail.model import ApiCall, Category, Severity
 
 _RULE_ID = re.compile(r"^[a-z0-9]+(?:[.-][a-z0-9]+)+$")
 _ATTACK_ID = re.compile(r"^T\d{4}(?:\.\d{3})?$")
 _RULE_KEYS = {"id", "source", "names", "when", "category", "severity", "title", "why", "attack", "fix"}
+# Where a condition's path looks: the request unless it names another part of the record.
+_ROOTS = ("responseElements", "additionalEventData", "userIdentity")
 _OPERATORS = {"one_of", "prefix", "suffix", "glob", "exists", "self", "own"}
 
 
@@ -65,9 +68,18 @@ class Condition:
     operand: object
     _test: Callable[[object, str], bool]
     _segments: tuple[str, ...]
+    _root: str = "requestParameters"
+
+    def _values(self, call: ApiCall) -> list[object]:
+        if self._root == "requestParameters":
+            return list(walk(call.request, self._segments))
+        if self._root == "userIdentity":
+            return [call.principal.identity_type] if self._segments == ("type",) else []
+        part = call.response if self._root == "responseElements" else call.additional
+        return list(walk(part, self._segments)) if part else []
 
     def holds(self, call: ApiCall, own: re.Pattern[str] | None = None) -> bool:
-        values = list(walk(call.request, self._segments))
+        values = self._values(call)
         if self.operator == "exists":
             return bool(values) == bool(self.operand)
         if self.operator == "own":
@@ -129,6 +141,11 @@ def _condition(rule_id: str, path: str, spec: object) -> Condition:
         raise CatalogueError(
             f"{rule_id}: {path}: unknown operator {operator!r}; use one of {sorted(_OPERATORS)}"
         )
+    head, _, rest = path.partition(".")
+    if head in _ROOTS and rest:
+        if head == "userIdentity" and rest != "type":
+            raise CatalogueError(f"{rule_id}: {path}: of userIdentity, only userIdentity.type can be tested")
+        return Condition(path, operator, operand, test, tuple(rest.split(".")), head)
     return Condition(path, operator, operand, test, tuple(path.split(".")))
 
 
@@ -156,6 +173,41 @@ class AccessDeniedPolicy:
     error_codes: frozenset[str]
     rule: Rule
     attempted_severity: Severity  # when the refused call is one a rule would have flagged
+    error_code_globs: tuple[str, ...] = ()
+    failed_sign_in: FailedSignIn | None = None
+    _globs: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.error_code_globs:
+            regex = "|".join(".*".join(map(re.escape, g.split("*"))) for g in self.error_code_globs)
+            object.__setattr__(self, "_globs", re.compile(f"(?:{regex})\\Z"))
+
+    def refuses(self, call: ApiCall) -> bool:
+        """Whether IAM (or an SCP, a boundary, a resource policy, a sign-in check) refused the call."""
+        code = call.error_code
+        if code is not None:
+            return code in self.error_codes or (
+                self._globs is not None and self._globs.match(code) is not None
+            )
+        failed = self.failed_sign_in
+        return failed is not None and call.response is not None and failed.matches(call)
+
+
+@dataclass(frozen=True, slots=True)
+class FailedSignIn:
+    """A console sign-in that failed: CloudTrail writes no errorCode, only the response's outcome."""
+
+    source: str
+    names: frozenset[str]
+    response: Mapping[str, str]
+
+    def matches(self, call: ApiCall) -> bool:
+        response = call.response or {}
+        return (
+            call.event_source == self.source
+            and call.event_name in self.names
+            and all(response.get(k) == v for k, v in self.response.items())
+        )
 
 
 @dataclass(frozen=True)
@@ -163,20 +215,34 @@ class Catalogue:
     rules: tuple[Rule, ...]
     access_denied: AccessDeniedPolicy
     index: Mapping[tuple[str, str], tuple[Rule, ...]]
+    generic: Generic | None = None
+    generic_rules: Mapping[Meaning, Rule] = field(default_factory=dict)
+    generic_defence: Mapping[str, str] = field(default_factory=dict)  # why each word list: docs/rules.md
 
     def matching(self, call: ApiCall, own: re.Pattern[str] | None = None) -> tuple[Rule, ...]:
-        """Rules that match, most severe first. `own` recognises the responder's own resources by their
-        deployed names (Settings.own_resources); without it, no `own` condition holds."""
+        """Rules that match, most severe first: the curated rules, or else the generic rule for what the
+        call's name and access level mean (generic.py). `own` recognises the responder's own resources by
+        their deployed names (Settings.own_resources); without it, no `own` condition holds."""
         candidates = self.index.get((call.event_source, call.event_name))
-        if not candidates:
+        if candidates:
+            matched = tuple(r for r in candidates if r.applies_to(call, own))
+            if matched:
+                return matched
+        if self.generic is None:
             return ()
+        meaning = self.generic.meaning(call)
+        return (self.generic_rules[meaning],) if meaning is not None else ()
+
+    def curated(self, call: ApiCall, own: re.Pattern[str] | None = None) -> tuple[Rule, ...]:
+        """The curated rules that match, without the generic layer's fallback."""
+        candidates = self.index.get((call.event_source, call.event_name)) or ()
         return tuple(r for r in candidates if r.applies_to(call, own))
 
-    def is_access_denied(self, error_code: str | None) -> bool:
-        return error_code is not None and error_code in self.access_denied.error_codes
+    def refuses(self, call: ApiCall) -> bool:
+        return self.access_denied.refuses(call)
 
     def by_id(self, rule_id: str) -> Rule:
-        for rule in self.rules:
+        for rule in (*self.rules, *self.generic_rules.values()):
             if rule.id == rule_id:
                 return rule
         if rule_id == self.access_denied.rule.id:
@@ -194,6 +260,10 @@ def _text(rule_id: str, entry: Mapping[str, Any], key: str) -> str:
 _CLASSIFIER_CATEGORIES = frozenset(
     {Category.BENIGN, Category.ACCESS_DENIED, Category.ROOT_ACTIVITY, Category.WRITE}
 )
+_GENERIC_KEYS = {
+    "destroys", "destroys_protection", "destroys_anywhere", "undoes", "routine", "protection", "data",
+    "principal_parameters", "rules", "defence",
+}  # fmt: skip
 
 
 def _rule(entry: object, category_must_be: Category | None = None) -> Rule:
@@ -255,6 +325,12 @@ def compile_catalogue(document: object) -> Catalogue:
         attempted = Severity(str(denied.get("attempted_severity", "medium")))
     except ValueError as exc:
         raise CatalogueError(f"access_denied.attempted_severity: {exc}") from None
+    globs = denied.get("error_code_globs") or []
+    if not isinstance(globs, list) or not all(isinstance(g, str) and g for g in globs):
+        raise CatalogueError("access_denied.error_code_globs must be a list of error code globs")
+    policy = AccessDeniedPolicy(
+        frozenset(codes), denied_rule, attempted, tuple(globs), _failed_sign_in(denied.get("failed_sign_in"))
+    )
 
     seen: set[str] = {denied_rule.id}
     index: dict[tuple[str, str], list[Rule]] = {}
@@ -265,7 +341,66 @@ def compile_catalogue(document: object) -> Catalogue:
         for name in rule.names:
             index.setdefault((rule.source, name), []).append(rule)
     compiled = {key: tuple(sorted(found, key=lambda r: -r.severity.rank)) for key, found in index.items()}
-    return Catalogue(rules, AccessDeniedPolicy(frozenset(codes), denied_rule, attempted), compiled)
+    section = document.get("generic")
+    generic, generic_rules = _generic(section, seen)
+    defence = section.get("defence") if isinstance(section, Mapping) else None
+    return Catalogue(
+        rules,
+        policy,
+        compiled,
+        generic,
+        generic_rules,
+        {str(k): str(v) for k, v in defence.items()} if isinstance(defence, Mapping) else {},
+    )
+
+
+def _failed_sign_in(spec: object) -> FailedSignIn | None:
+    if spec is None:
+        return None
+    where = "access_denied.failed_sign_in"
+    if not isinstance(spec, Mapping) or set(spec) != {"source", "names", "response"}:
+        raise CatalogueError(f"{where} must be a mapping of source, names and response")
+    names, response = spec["names"], spec["response"]
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise CatalogueError(f"{where}.names must be a non-empty list of event names")
+    if not isinstance(response, Mapping) or not response:
+        raise CatalogueError(f"{where}.response must map response elements to the values of a failure")
+    return FailedSignIn(str(spec["source"]), frozenset(names), {str(k): str(v) for k, v in response.items()})
+
+
+def _generic(section: object, seen: set[str]) -> tuple[Generic | None, dict[Meaning, Rule]]:
+    """rules.yaml's `generic` section: the word lists and one rule per meaning."""
+    if section is None:
+        return None, {}
+    if not isinstance(section, Mapping):
+        raise CatalogueError("generic must be a mapping of word lists and rules")
+    unknown = set(section) - _GENERIC_KEYS
+    if unknown:
+        raise CatalogueError(f"generic: unknown keys {sorted(unknown)}")
+    try:
+        words = compile_words(section)
+    except ValueError as exc:
+        raise CatalogueError(str(exc)) from None
+    rules: dict[Meaning, Rule] = {}
+    for entry in section.get("rules") or []:
+        if not isinstance(entry, Mapping):
+            raise CatalogueError(f"every generic rule must be a mapping, got {entry!r}")
+        try:
+            meaning = Meaning(str(entry.get("meaning")))
+        except ValueError:
+            raise CatalogueError(
+                f"generic rule {entry.get('id')!r}: meaning must be one of {[m.value for m in Meaning]}"
+            ) from None
+        fields = {k: v for k, v in entry.items() if k != "meaning"}
+        rule = _rule({"source": "*", "names": ["*"], **fields})
+        if rule.id in seen or meaning in rules:
+            raise CatalogueError(f"generic: duplicate rule {rule.id} or meaning {meaning}")
+        seen.add(rule.id)
+        rules[meaning] = rule
+    missing = set(Meaning) - set(rules)
+    if missing:
+        raise CatalogueError(f"generic: no rule for {sorted(m.value for m in missing)}")
+    return Generic(words), rules
 
 
 def load_yaml(text: str) -> object:

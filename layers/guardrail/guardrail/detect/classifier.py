@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from guardrail.detect.catalogue import Catalogue, Rule, default_catalogue
 from guardrail.detect.verdict import Verdict
 from guardrail.environments import CategoryDecision, Ephemeral, Policy, ThresholdHit
-from guardrail.model import ApiCall, Category, Decision, Environment, PrincipalKind, Severity
+from guardrail.model import ApiCall, Category, Decision, Environment, PrincipalKind, RecordKind, Severity
 
 if TYPE_CHECKING:
     from guardrail.settings import Settings
@@ -36,19 +36,22 @@ def classify(
     (its Organizations tag); it is asked only about an agent's calls."""
     catalogue = catalogue or default_catalogue()
     principal = call.principal
-    is_agent = settings.is_agent(principal)
+    if call.kind is RecordKind.OTHER:
+        return _other_record(call, settings)
+    # A service event is AWS acting on its own, whatever identity it names: never an agent.
+    is_agent = call.kind is not RecordKind.SERVICE_EVENT and settings.is_agent(principal)
     lookup = environment_of if environment_of is not None and is_agent else settings.environment_of
     environment = lookup(call.account)
     policy = settings.policies[environment]
     is_protected = is_agent and settings.is_protected(principal)
     matched = catalogue.matching(call, settings.own_resources)
-    notes: list[str] = []
+    notes: list[str] = [_GAP_NOTES[g] for g in call.gaps]
     ephemeral_allowed = False
 
     category: Category
     severity: Severity
     rules: tuple[Rule, ...]
-    if catalogue.is_access_denied(call.error_code):
+    if catalogue.refuses(call):
         policy_denied = catalogue.access_denied
         rules = (policy_denied.rule, *matched)
         category = Category.ACCESS_DENIED
@@ -68,6 +71,7 @@ def classify(
     elif (
         is_agent
         and policy.writes is not None
+        and call.kind in _WRITES
         and call.read_only is False
         and not call.error_code
         and principal.kind is not PrincipalKind.ROOT
@@ -86,6 +90,13 @@ def classify(
         decision, reason = Decision.NOTIFY, "root user activity is always reported; IAM cannot contain root"
     elif category is Category.BENIGN:
         decision, reason = Decision.IGNORE, "no rule matches this call"
+    elif category is Category.SIGN_IN:
+        decision, reason = (
+            Decision.NOTIFY,
+            "a console sign-in worth a look is always reported, never contained",
+        )
+    elif "userIdentity" in call.gaps:
+        decision, reason = Decision.NOTIFY, "the record names no caller: reported, never contained"
     elif not is_agent:
         decision, reason = _decide_other(severity, settings)
     else:
@@ -114,6 +125,30 @@ def classify(
         is_agent=is_agent,
         is_protected=is_protected,
         notes=tuple(notes),
+    )
+
+
+# Records that can be an agent's write; a console sign-in is not one, whatever its readOnly says.
+_WRITES = frozenset({RecordKind.API_CALL, RecordKind.CONSOLE_ACTION})
+_GAP_NOTES = {
+    "eventID": "the record has no eventID; the envelope's id (or a hash of the record) stands in",
+    "eventTime": "the record has no eventTime; the envelope's time (or the time it was read) stands in",
+    "awsRegion": "the record has no awsRegion; the envelope's region stands in",
+    "userIdentity": "the record has no userIdentity: who called is unknown",
+    "userIdentity.type": "the record's userIdentity has no type, only the AWS service that invoked the call",
+}
+
+
+def _other_record(call: ApiCall, settings: Settings) -> Verdict:
+    """A CloudTrail record that describes no call (an Insight, a detail-type CloudTrail added later): read,
+    kept in the log, nothing to decide."""
+    return Verdict(
+        call=call,
+        category=Category.BENIGN,
+        severity=Severity.INFO,
+        decision=Decision.IGNORE,
+        reason="a CloudTrail record that is not an API call, sign-in or service event: read, nothing to decide",
+        environment=settings.environment_of(call.account),
     )
 
 

@@ -1,30 +1,47 @@
 """Typed CloudTrail records and the three shapes they arrive in.
 
 Powertools ships ``EventBridgeModel`` but no model of the CloudTrail record under ``detail``: this is it.
-Every field CloudTrail may leave out is optional and unknown fields are ignored, because CloudTrail adds
-fields over time and services fill them unevenly. What we cannot do without (who called what, where,
-when, and the event id we deduplicate on) is required, with its type checked.
+EventBridge delivers CloudTrail's records under several detail-types: API calls, console actions, console
+sign-ins and service events (AWS acting on its own) are read alike; any other CloudTrail detail-type
+(Insights, and what CloudTrail adds later) is read and classified benign, never refused.
+
+Tolerant where CloudTrail itself is: every field CloudTrail may leave out is optional and unknown fields are
+ignored. A record without ``eventID`` takes the envelope's id or a stable hash of its content, without
+``eventTime`` or ``awsRegion`` the envelope's; without ``userIdentity`` its caller is unknown, reported and
+never contained. Only a record that cannot be named (no ``eventSource`` or ``eventName``) is invalid.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import re
 from collections.abc import Iterator, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+)
 
 from guardrail.errors import InvalidEventError
-from guardrail.model import ApiCall, Principal, PrincipalKind
+from guardrail.model import ApiCall, Principal, PrincipalKind, RecordKind
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-CLOUDTRAIL_DETAIL_TYPE = "AWS API Call via CloudTrail"
+CLOUDTRAIL_DETAIL_TYPE = RecordKind.API_CALL.value
+# The detail-types read as records of calls (the rest of CloudTrail's are RecordKind.OTHER).
+DETAIL_TYPES = {k.value: k for k in RecordKind if k is not RecordKind.OTHER}
+CLOUDTRAIL_DETAIL_TYPES = sorted(DETAIL_TYPES)
+OTHER_DETAIL_TYPES_END = " via CloudTrail"
 # Identity Center provisions these roles; IAM refuses or the next provisioning undoes changes to them.
 IDENTITY_CENTER_ROLE_PREFIX = "AWSReservedSSO_"
 IDENTITY_CENTER_PATH = "/aws-reserved/sso.amazonaws.com/"
@@ -49,7 +66,7 @@ class SessionContext(_Lenient):
 
 
 class UserIdentity(_Lenient):
-    type: str
+    type: str = ""  # service events may leave it out
     principal_id: str | None = Field(None, alias="principalId")
     arn: str | None = None
     account_id: str | None = Field(None, alias="accountId")
@@ -59,14 +76,26 @@ class UserIdentity(_Lenient):
     session_context: SessionContext | None = Field(None, alias="sessionContext")
 
 
+class ResponseElements(_Lenient):
+    """Only what a rule reads: a response can be large (RunInstances), and the rest is never parsed."""
+
+    console_login: str | None = Field(None, alias="ConsoleLogin")
+
+
+class AdditionalEventData(_Lenient):
+    mfa_used: str | None = Field(None, alias="MFAUsed")
+
+
 class CloudTrailRecord(_Lenient):
     event_version: str | None = Field(None, alias="eventVersion")
-    event_id: str = Field(alias="eventID", min_length=1, max_length=256)
-    event_time: datetime = Field(alias="eventTime")
+    event_id: str | None = Field(None, alias="eventID", min_length=1, max_length=256)
+    event_time: datetime | None = Field(None, alias="eventTime")
     event_source: str = Field(alias="eventSource", min_length=1, max_length=256)
     event_name: str = Field(alias="eventName", min_length=1, max_length=256)
-    aws_region: str = Field(alias="awsRegion", min_length=1, max_length=64)
-    user_identity: UserIdentity = Field(alias="userIdentity")
+    aws_region: str | None = Field(None, alias="awsRegion", min_length=1, max_length=64)
+    user_identity: UserIdentity | None = Field(None, alias="userIdentity")
+    response_elements: ResponseElements | None = Field(None, alias="responseElements")
+    additional_event_data: AdditionalEventData | None = Field(None, alias="additionalEventData")
     source_ip_address: str | None = Field(None, alias="sourceIPAddress")
     user_agent: str | None = Field(None, alias="userAgent")
     request_parameters: dict[str, Any] | None = Field(None, alias="requestParameters")
@@ -76,6 +105,24 @@ class CloudTrailRecord(_Lenient):
     event_type: str | None = Field(None, alias="eventType")
     read_only: bool | None = Field(None, alias="readOnly")
     recipient_account_id: str | None = Field(None, alias="recipientAccountId")
+
+    @field_validator("event_id", "aws_region", mode="wrap")
+    @classmethod
+    def _empty_is_left_out(cls, value: object, handler: ValidatorFunctionWrapHandler) -> object:
+        """An empty eventID or awsRegion is left out, as CloudTrail itself writes them at times (the
+        envelope's stands in, and the verdict says so). Anything else must be what it says: the id is
+        what exactly-once keys on."""
+        return None if value == "" else handler(value)
+
+    @field_validator("event_time", mode="wrap")
+    @classmethod
+    def _unreadable_time_is_left_out(cls, value: object, handler: ValidatorFunctionWrapHandler) -> object:
+        """A time that cannot be read ("", "redacted" in a published sample) is left out, and the
+        envelope's stands in: the time places the call in its windows, and decides nothing else."""
+        try:
+            return handler(value)
+        except ValidationError:
+            return None
 
 
 class CloudTrailEnvelope(EventBridgeModel):
@@ -155,6 +202,13 @@ _PRINCIPALS_KEPT = 4096
 
 
 def principal_of(identity: UserIdentity, fallback_account: str) -> Principal:
+    """Who called, in IAM's terms: the role or user a containment would act on (see _principal_from)."""
+    principal = _principal_from(identity, fallback_account)
+    principal.identity_type = identity.type
+    return principal
+
+
+def _principal_from(identity: UserIdentity, fallback_account: str) -> Principal:
     """Who called, in IAM's terms: the role or user a containment would act on.
 
     The record names its caller several times (the caller's ARN, the session issuer's ARN and name, the
@@ -301,17 +355,62 @@ def _session_principal(
 
 
 def api_call_of(
-    record: CloudTrailRecord, envelope_account: str | None = None, envelope_source: str | None = None
+    record: CloudTrailRecord,
+    envelope: CloudTrailEnvelope | None = None,
+    kind: RecordKind = RecordKind.API_CALL,
+    content: Mapping[str, object] | None = None,
 ) -> ApiCall:
-    account = record.recipient_account_id or envelope_account or record.user_identity.account_id or ""
+    """The call a record describes. What the record leaves out comes from its envelope (or, for the event
+    id of a bare record, a hash of its `content`), and is named in `gaps`."""
+    envelope_account = envelope.account if envelope is not None else None
+    identity = record.user_identity
+    account = (
+        record.recipient_account_id or envelope_account or (identity.account_id if identity else None) or ""
+    )
+    gaps: list[str] = []
+    event_id = record.event_id
+    if event_id is None:
+        gaps.append("eventID")
+        event_id = envelope.id if envelope is not None else _content_id(content or {})
+    event_time = record.event_time
+    if event_time is None:
+        gaps.append("eventTime")
+        # A bare record without a time: the time it was read, the only one there is.
+        event_time = envelope.time if envelope is not None else datetime.now(UTC)
+    region = record.aws_region
+    if region is None:
+        gaps.append("awsRegion")
+        region = envelope.region if envelope is not None else ""
+    if kind is RecordKind.SERVICE_EVENT:
+        # AWS acting on its own, whatever identity the record names: never an agent, never contained.
+        invoked_by = (identity.invoked_by if identity else None) or record.event_source
+        principal = Principal(
+            PrincipalKind.SERVICE, "", account, invoked_by, identity_type=identity.type if identity else ""
+        )
+    elif identity is None:
+        gaps.append("userIdentity")
+        principal = Principal(PrincipalKind.UNKNOWN, "", account, "")
+    elif not identity.type:
+        # AWS's own calls may leave the type out ({"accountId", "invokedBy": "AWS Internal"}): AWS acting,
+        # never an agent. An identity with neither a type nor an invoking service describes nobody.
+        if not identity.invoked_by:
+            raise InvalidEventError(
+                "detail.userIdentity: neither a type nor the AWS service that invoked the call"
+            )
+        gaps.append("userIdentity.type")
+        principal = Principal(PrincipalKind.SERVICE, identity.arn or "", account, identity.invoked_by)
+    else:
+        principal = _principal_cached(identity, account)
+    response = record.response_elements
+    additional = record.additional_event_data
     return ApiCall(
-        event_id=record.event_id,
-        event_time=record.event_time,
+        event_id=event_id,
+        event_time=event_time,
         event_source=record.event_source,
         event_name=record.event_name,
-        region=record.aws_region,
+        region=region,
         account=account,
-        principal=_principal_cached(record.user_identity, account),
+        principal=principal,
         request=record.request_parameters or {},
         error_code=record.error_code or None,
         error_message=record.error_message,
@@ -320,8 +419,26 @@ def api_call_of(
         read_only=record.read_only,
         request_id=record.request_id,
         delivered_by=envelope_account,
-        delivered_from=envelope_source,
+        delivered_from=envelope.source if envelope is not None else None,
+        response=(
+            {"ConsoleLogin": response.console_login}
+            if response is not None and response.console_login is not None
+            else None
+        ),
+        additional=(
+            {"MFAUsed": additional.mfa_used}
+            if additional is not None and additional.mfa_used is not None
+            else None
+        ),
+        kind=kind,
+        gaps=tuple(gaps),
     )
+
+
+def _content_id(content: Mapping[str, object]) -> str:
+    """A stable id for a record that has none: the same record, delivered twice, gets the same id."""
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:40]
 
 
 def forgery(call: ApiCall) -> str | None:
@@ -348,6 +465,51 @@ def forgery(call: ApiCall) -> str | None:
     return None
 
 
+# CloudTrail's eventType, lower-cased (older sign-in records spell it AwsConsoleSignin), for a record read
+# without its envelope (from a log file). Any other eventType (AwsVpceEvent, network activity through a VPC
+# endpoint) describes a call; Insights describe none.
+_EVENT_TYPES = {
+    "awsapicall": RecordKind.API_CALL,
+    "awsconsoleaction": RecordKind.CONSOLE_ACTION,
+    "awsconsolesignin": RecordKind.SIGN_IN,
+    "awsserviceevent": RecordKind.SERVICE_EVENT,
+    "awscloudtrailinsight": RecordKind.OTHER,
+}
+
+
+def _kind_of_detail_type(detail_type: object) -> RecordKind:
+    kind = DETAIL_TYPES.get(detail_type) if isinstance(detail_type, str) else None
+    if kind is not None:
+        return kind
+    if isinstance(detail_type, str) and detail_type.endswith(OTHER_DETAIL_TYPES_END):
+        return RecordKind.OTHER
+    raise InvalidEventError(
+        f"detail-type is {_clip(detail_type)!r}, not a CloudTrail record (expected one of "
+        f"{', '.join(repr(t) for t in CLOUDTRAIL_DETAIL_TYPES)}, or another '... via CloudTrail')"
+    )
+
+
+def _kind_of_record(record: Mapping[str, object]) -> RecordKind:
+    event_type = record.get("eventType")
+    if not isinstance(event_type, str):
+        return RecordKind.API_CALL
+    return _EVENT_TYPES.get(event_type.lower(), RecordKind.API_CALL)
+
+
+def _named(record: object, fallback_name: str) -> object:
+    """A record of another kind (an Insight) may name no call at its top: it is named after the call its
+    details are about, or after its kind, so that it can be read (and classified benign)."""
+    if not isinstance(record, Mapping) or ("eventSource" in record and "eventName" in record):
+        return record
+    details = record.get("insightDetails")
+    details = details if isinstance(details, Mapping) else {}
+    return {
+        **record,
+        "eventSource": record.get("eventSource") or details.get("eventSource") or "cloudtrail.amazonaws.com",
+        "eventName": record.get("eventName") or details.get("eventName") or fallback_name,
+    }
+
+
 def parse_event(event: object) -> ApiCall:
     """An EventBridge envelope or a bare CloudTrail record, as decoded JSON, to an ApiCall.
 
@@ -357,19 +519,19 @@ def parse_event(event: object) -> ApiCall:
         raise InvalidEventError(f"expected a JSON object, got {type(event).__name__}")
     try:
         if "detail" in event or "detail-type" in event:
-            detail_type = event.get("detail-type")
-            if detail_type != CLOUDTRAIL_DETAIL_TYPE:
-                raise InvalidEventError(
-                    f"detail-type is {_clip(detail_type)!r}, expected {CLOUDTRAIL_DETAIL_TYPE!r}"
-                )
+            kind = _kind_of_detail_type(event.get("detail-type"))
+            if kind is RecordKind.OTHER:
+                event = {**event, "detail": _named(event.get("detail"), str(event.get("detail-type")))}
             try:
                 envelope = CloudTrailEnvelope.model_validate(event)
             except ValidationError as exc:
                 raise InvalidEventError(_describe(exc, "")) from None
-            return api_call_of(envelope.detail, envelope.account, envelope.source)
-        if "eventSource" in event or "eventName" in event or "userIdentity" in event:
+            return api_call_of(envelope.detail, envelope, kind)
+        if "eventSource" in event or "eventName" in event or "userIdentity" in event or "eventType" in event:
+            kind = _kind_of_record(event)
+            record = _named(event, str(event.get("eventType"))) if kind is RecordKind.OTHER else event
             try:
-                return api_call_of(CloudTrailRecord.model_validate(event))
+                return api_call_of(CloudTrailRecord.model_validate(record), None, kind, event)
             except ValidationError as exc:
                 raise InvalidEventError(_describe(exc, "")) from None
     except RecursionError:
@@ -388,9 +550,13 @@ def _envelope_from_json(text: str) -> ApiCall | None:
         envelope = CloudTrailEnvelope.model_validate_json(text)
     except ValidationError:
         return None
-    if envelope.detail_type != CLOUDTRAIL_DETAIL_TYPE:
+    kind = DETAIL_TYPES.get(envelope.detail_type)
+    if kind is None:
         return None
-    return api_call_of(envelope.detail, envelope.account, envelope.source)
+    try:
+        return api_call_of(envelope.detail, envelope, kind)
+    except InvalidEventError:
+        return None  # the slow path says why, for this line alone
 
 
 def parse_line(text: str) -> ApiCall:

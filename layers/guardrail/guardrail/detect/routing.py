@@ -3,9 +3,12 @@
 Routing must carry every call the classifier would flag (a miss is an agent nobody stops) and as little
 else as it can (every routed call is an invocation). So:
 
+- The generic layer (generic.py) flags any call whose name destroys or disables, in any service: the
+  ``GenericDestructiveCalls`` rule routes those names by their first word (``{"prefix": "Delete"}``),
+  whatever the source. A call that writes permissions and names a role, user, group or grantee is
+  routed by that parameter (``PrincipalWrites``), writes only: a human's read-only call is never routed.
 - Rules with no condition, or with a condition EventBridge cannot express exactly (``self``: a comparison
-  with the caller), are routed by event name. Names that begin with a destructive verb are routed by
-  prefix (``{"prefix": "Delete"}``) to stay under EventBridge's 2,048-character pattern limit.
+  with the caller), are routed by event name, unless the generic route already carries the name.
 - Rules whose conditions translate exactly (values, booleans, numbers, ``exists``, case-sensitive
   ``glob`` as ``wildcard``) are routed by those conditions on ``requestParameters``: a routine
   ``PutBucketVersioning`` that enables versioning never invokes the responder. These ``$or`` entries are
@@ -14,7 +17,10 @@ else as it can (every routed call is an invocation). So:
   arrays of objects when it matches, but moto, our only EventBridge here, does not, so such a pattern
   could not be proven to match; a missed ``PutEventSelectors`` that drops management events costs far
   more than the invocations a name route spends.
-- Authorization failures are routed by errorCode, whatever the call; so is anything the root user does.
+- Authorization failures are routed by errorCode (and failed console sign-ins by their outcome), whatever
+  the call; so is anything the root user does, console sign-in included.
+- Every pattern takes CloudTrail's four detail-types for calls: API calls, console actions, console
+  sign-ins and service events.
 - Every pattern filters on ``source`` (prefix ``aws.``). EventBridge refuses PutEvents with a source that
   begins with ``aws.``, so only AWS's own events match: an agent allowed ``events:PutEvents`` cannot put a
   forged "AWS API Call via CloudTrail" event in front of the responder.
@@ -26,20 +32,21 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
-from guardrail.detect.cloudtrail import CLOUDTRAIL_DETAIL_TYPE
+from guardrail.detect.cloudtrail import CLOUDTRAIL_DETAIL_TYPES
 
 if TYPE_CHECKING:
     from guardrail.detect.catalogue import Catalogue, Condition, Rule
+    from guardrail.detect.generic import GenericWords
 
 PATTERN_SIZE_LIMIT = 2048
-PREFIX_VERBS = ("Delete", "Disable", "Detach", "Remove", "Stop", "Terminate", "Deregister", "Purge", "Leave")
-_VERB = re.compile(r"^[A-Z][a-z]+")
-# CloudTrail delivers these services' events to EventBridge in us-east-1 only.
+# CloudTrail delivers these services' events to EventBridge in us-east-1 only (console sign-ins through the
+# global endpoint too).
 GLOBAL_SOURCES = (
     "cloudfront.amazonaws.com",
     "iam.amazonaws.com",
     "organizations.amazonaws.com",
     "route53.amazonaws.com",
+    "signin.amazonaws.com",
     "sts.amazonaws.com",
 )
 
@@ -50,7 +57,7 @@ AWS_SOURCES = [{"prefix": "aws."}]
 
 def cloudtrail_pattern(detail: dict[str, Any]) -> dict[str, Any]:
     """A pattern for CloudTrail records delivered by AWS itself, whose detail matches `detail`."""
-    return {"source": AWS_SOURCES, "detail-type": [CLOUDTRAIL_DETAIL_TYPE], "detail": detail}
+    return {"source": AWS_SOURCES, "detail-type": CLOUDTRAIL_DETAIL_TYPES, "detail": detail}
 
 
 def _compact(pattern: dict[str, Any]) -> str:
@@ -78,14 +85,19 @@ def _matchers(condition: Condition) -> list[Any] | None:
     return None  # prefix and suffix are case-insensitive in the catalogue; self compares with the caller
 
 
+_ROOTS = ("responseElements.", "additionalEventData.", "userIdentity.")
+
+
 def _parameters(rule: Rule) -> dict[str, Any] | None:
-    """requestParameters matching all of a rule's conditions, or None when they cannot be expressed."""
+    """The part of a record's detail matching all of a rule's conditions (requestParameters, or the part
+    the path names), or None when they cannot be expressed."""
     tree: dict[str, Any] = {}
     for condition in rule.when:
         matchers = _matchers(condition)
         if matchers is None or "[]" in condition.path:
             return None
-        *parents, leaf = condition.path.split(".")
+        path = condition.path if condition.path.startswith(_ROOTS) else f"requestParameters.{condition.path}"
+        *parents, leaf = path.split(".")
         node = tree
         for key in parents:
             child = node.setdefault(key, {})
@@ -98,42 +110,89 @@ def _parameters(rule: Rule) -> dict[str, Any] | None:
     return tree
 
 
+def generic_matchers(words: GenericWords) -> list[dict[str, str]]:
+    """eventName matchers for every name the generic layer may flag as destroying: its first word (or the
+    word after Batch), or a destroying word anywhere. They over-approximate on purpose (StopInstances is
+    routed, then classified benign): EventBridge has no word boundaries, and a miss is an agent nobody
+    stops."""
+    verbs = sorted(words.destroys | words.destroys_protection)
+    return [
+        *({"prefix": v} for v in verbs),
+        *({"prefix": f"Batch{v}"} for v in verbs),
+        *({"wildcard": f"*{w.replace(' ', '')}*"} for w in words.destroys_anywhere),
+    ]
+
+
+def generically_routed(catalogue: Catalogue) -> re.Pattern[str]:
+    """What the generic route carries, as a regular expression over event names (for the other routes,
+    which need not carry it again, and for tests)."""
+    if catalogue.generic is None:
+        return re.compile(r"(?!)")
+    parts = []
+    for matcher in generic_matchers(catalogue.generic.words):
+        if "prefix" in matcher:
+            parts.append(re.escape(matcher["prefix"]) + ".*")
+        else:
+            parts.append(".*".join(map(re.escape, matcher["wildcard"].split("*"))))
+    return re.compile("(?:" + "|".join(parts) + r")\Z")
+
+
 def routing(catalogue: Catalogue) -> tuple[dict[str, set[str]], list[dict[str, Any]]]:
-    """(names routed by name, per source; parameter-level entries for the other rules)."""
+    """(names routed by name, per source; parameter-level entries for the other rules). Names the generic
+    route carries are left out of both."""
+    generic = generically_routed(catalogue)
     by_name: dict[str, set[str]] = {}
     conditional: list[tuple[Rule, dict[str, Any]]] = []
     for rule in catalogue.rules:
         parameters = _parameters(rule) if rule.when else None
         if parameters is None:
-            by_name.setdefault(rule.source, set()).update(rule.names)
+            unrouted = {n for n in rule.names if not generic.match(n)}
+            if unrouted:
+                by_name.setdefault(rule.source, set()).update(unrouted)
         else:
             conditional.append((rule, parameters))
     entries = []
     for rule, parameters in conditional:
-        # The name route carries this source's own names and destructive verbs (whatever rule of the
-        # several it is packed into): those need no narrower route.
+        # The name route carries this source's own names (whatever rule of the several it is packed into):
+        # those need no narrower route.
         own = by_name.get(rule.source, set())
-        prefixes = tuple(_prefix_verbs({rule.source: own}))
-        names = [n for n in rule.names if not (n in own or n.startswith(prefixes))]
+        names = [n for n in rule.names if not (n in own or generic.match(n))]
         if names:
-            entries.append(
-                {"eventSource": [rule.source], "eventName": names, "requestParameters": parameters}
-            )
+            entries.append({"eventSource": [rule.source], "eventName": names, **parameters})
     return by_name, entries
-
-
-def _prefix_verbs(by_name: dict[str, set[str]]) -> list[str]:
-    names = {n for found in by_name.values() for n in found}
-    return sorted({m.group() for n in names if (m := _VERB.match(n)) and m.group() in PREFIX_VERBS})
 
 
 def destructive_pattern(by_name: dict[str, set[str]]) -> dict[str, Any]:
     names = sorted({n for found in by_name.values() for n in found})
-    verbs = _prefix_verbs(by_name)
-    exact = [n for n in names if not n.startswith(tuple(verbs))]
-    return cloudtrail_pattern(
-        {"eventSource": sorted(by_name), "eventName": [*({"prefix": v} for v in verbs), *exact]}
-    )
+    return cloudtrail_pattern({"eventSource": sorted(by_name), "eventName": names})
+
+
+def generic_pattern(catalogue: Catalogue, sources: list[str] | None = None) -> dict[str, Any]:
+    """Any call, of any service, whose name the generic layer may flag as destroying or disabling."""
+    if catalogue.generic is None:
+        raise ValueError("the catalogue has no generic section")
+    detail: dict[str, Any] = {"eventName": generic_matchers(catalogue.generic.words)}
+    if sources is not None:
+        detail["eventSource"] = sources
+    return cloudtrail_pattern(detail)
+
+
+def principal_writes_pattern(catalogue: Catalogue, sources: list[str] | None = None) -> dict[str, Any]:
+    """A write that names a role, user, group or grantee: what the generic layer checks for a permissions
+    write aimed at another principal. Writes only (readOnly false)."""
+    if catalogue.generic is None:
+        raise ValueError("the catalogue has no generic section")
+    entries = []
+    for parameter in catalogue.generic.words.principal_parameters:
+        entry: dict[str, Any] = {
+            "readOnly": [False],
+            "errorCode": [{"exists": False}],
+            "requestParameters": {parameter: [{"exists": True}]},
+        }
+        if sources is not None:
+            entry["eventSource"] = sources
+        entries.append(entry)
+    return cloudtrail_pattern({"$or": entries})
 
 
 def destructive_patterns(by_name: dict[str, set[str]], base: str) -> dict[str, dict[str, Any]]:
@@ -169,10 +228,24 @@ def _conditional_pattern(entries: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def access_denied_pattern(catalogue: Catalogue, sources: list[str] | None = None) -> dict[str, Any]:
-    detail: dict[str, Any] = {"errorCode": sorted(catalogue.access_denied.error_codes)}
+    """Refused calls, whatever the call: by errorCode (the listed codes and the globs), and failed console
+    sign-ins by their outcome."""
+    policy = catalogue.access_denied
+    codes: list[Any] = [*sorted(policy.error_codes), *({"wildcard": g} for g in policy.error_code_globs)]
+    refused: dict[str, Any] = {"errorCode": codes}
+    failed = policy.failed_sign_in
+    if failed is None or (sources is not None and failed.source not in sources):
+        entries = [refused]
+    else:
+        sign_in = {
+            "eventSource": [failed.source],
+            "eventName": sorted(failed.names),
+            "responseElements": {k: [v] for k, v in failed.response.items()},
+        }
+        entries = [refused, sign_in]
     if sources is not None:
-        detail["eventSource"] = sources
-    return cloudtrail_pattern(detail)
+        entries[0] = {**entries[0], "eventSource": sources}
+    return cloudtrail_pattern(entries[0] if len(entries) == 1 else {"$or": entries})
 
 
 def root_activity_pattern(sources: list[str] | None = None) -> dict[str, Any]:
@@ -207,6 +280,8 @@ def all_patterns(catalogue: Catalogue) -> dict[str, dict[str, Any]]:
     by_name, entries = routing(catalogue)
     return _checked(
         {
+            "GenericDestructiveCalls": generic_pattern(catalogue),
+            "PrincipalWrites": principal_writes_pattern(catalogue),
             **destructive_patterns(by_name, "DestructiveCalls"),
             **_packed(entries, "ConditionalCalls"),
             "AccessDenied": access_denied_pattern(catalogue),
@@ -222,7 +297,12 @@ def forwarder_patterns(catalogue: Catalogue) -> dict[str, dict[str, Any]]:
     by_name, entries = routing(catalogue)
     global_names = {s: n for s, n in by_name.items() if s in GLOBAL_SOURCES}
     global_entries = [e for e in entries if e["eventSource"][0] in GLOBAL_SOURCES]
-    patterns = destructive_patterns(global_names, "ForwardGlobalDestructiveCalls") if global_names else {}
+    patterns = {
+        "ForwardGlobalGenericDestructiveCalls": generic_pattern(catalogue, list(GLOBAL_SOURCES)),
+        "ForwardGlobalPrincipalWrites": principal_writes_pattern(catalogue, list(GLOBAL_SOURCES)),
+    }
+    if global_names:
+        patterns.update(destructive_patterns(global_names, "ForwardGlobalDestructiveCalls"))
     patterns.update(_packed(global_entries, "ForwardGlobalConditionalCalls") if global_entries else {})
     patterns["ForwardGlobalAccessDenied"] = access_denied_pattern(catalogue, list(GLOBAL_SOURCES))
     patterns["ForwardGlobalRootActivity"] = root_activity_pattern(list(GLOBAL_SOURCES))
@@ -252,7 +332,13 @@ _RETRY = [
 def _yaml(pattern: dict[str, Any], indent: int) -> list[str]:
     import yaml
 
-    text = yaml.safe_dump(pattern, default_flow_style=None, width=100, sort_keys=True)
+    class _NoAliases(yaml.SafeDumper):
+        # A list used twice in a pattern (the sources of each $or entry) must be written twice:
+        # CloudFormation rejects YAML aliases.
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
+
+    text = yaml.dump(pattern, Dumper=_NoAliases, default_flow_style=None, width=100, sort_keys=True)
     return [" " * indent + line for line in text.splitlines()]
 
 
