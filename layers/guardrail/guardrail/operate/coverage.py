@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from guardrail.detect.actions import ActionTable, default_table, iam_action
 from guardrail.detect.classifier import classify
 from guardrail.detect.cloudtrail import parse_event, read_documents
+from guardrail.detect.generic import Meaning
 from guardrail.errors import InvalidEventError
 from guardrail.model import ApiCall, Category, Severity
 
@@ -131,6 +132,8 @@ def coverage(catalogue: Catalogue, table: ActionTable | None = None) -> Coverage
         for name, info in table.actions(prefix).items():
             by_access[info.access.value] += 1
             meaning = words.meaning_of_name(name, info) if words is not None else None
+            if meaning is not None and words is not None and prefix in words.protective_services:
+                meaning = Meaning.WEAKENS
             if meaning is not None:
                 generic[meaning.value] += 1
     calls = {(r.source, n) for r in catalogue.rules for n in r.names}
