@@ -61,7 +61,7 @@ def test_invalid_event_is_quarantined_with_its_reason(tmp_path: Any) -> None:
         ]
         kept = json.loads(messages[0]["Body"])
         assert kept["event"] == bad  # nothing lost
-        assert "detail.eventID: Field required" in kept["reason"]
+        assert "detail.eventSource: Field required" in kept["reason"]
 
 
 def test_without_a_quarantine_queue_the_invocation_fails_so_lambda_keeps_the_event() -> None:

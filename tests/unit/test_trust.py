@@ -10,6 +10,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from guardrail.detect.catalogue import default_catalogue
 from guardrail.detect.classifier import classify
@@ -252,3 +254,39 @@ def test_remembered_principals_follow_every_identity_field() -> None:
     other_key = _sourced("SharedDevRole", "claude-code-jane")
     other_key["detail"]["userIdentity"]["accessKeyId"] = "ASIAOTHERKEY"
     assert parse_event(other_key).principal.access_key_id == "ASIAOTHERKEY"
+
+
+# IAM's name alphabet, and some characters it refuses.
+IAM_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+=,.@_-"
+NOT_IAM = " /:*?é\u202e\u0000"
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    name=st.text(alphabet=IAM_CHARS + NOT_IAM, min_size=1, max_size=80),
+    path=st.lists(st.text(alphabet=IAM_CHARS, min_size=1, max_size=20), max_size=3),
+    session=st.text(alphabet=IAM_CHARS + NOT_IAM, min_size=1, max_size=140),
+    account=st.sampled_from(["111122223333", "11112222333", "1111222233334", "11112222333x"]),
+)
+def test_names_at_and_past_iams_limits_are_believed_exactly_when_iam_would_issue_them(
+    name: str, path: list[str], session: str, account: str
+) -> None:
+    """Role names (1-64 of IAM's characters), paths, session names (2-64 for AssumeRole; Identity Center
+    writes user names, up to 128) and 12-digit accounts: a record is believed exactly when IAM could have
+    issued what it names, and a record that is not believed is refused, whatever else it says."""
+    event = _event()
+    identity = event["detail"]["userIdentity"]
+    issuer = identity["sessionContext"]["sessionIssuer"]
+    role_path = "/" + "".join(f"{p}/" for p in path)
+    identity["arn"] = f"arn:aws:sts::{account}:assumed-role/{name}/{session}"
+    identity["principalId"] = f"{issuer['principalId']}:{session}"
+    identity["accountId"] = issuer["accountId"] = event["account"] = event["detail"]["recipientAccountId"] = (
+        account
+    )
+    issuer["arn"] = f"arn:aws:iam::{account}:role{role_path}{name}"
+    issuer["userName"] = name
+    valid_name = len(name) <= 64 and all(c in IAM_CHARS for c in name)
+    valid_session = 2 <= len(session) <= 128 and all(c in IAM_CHARS for c in session)
+    valid_account = len(account) == 12 and account.isdigit()
+    believed = forgery(parse_event(event)) is None
+    assert believed is (valid_name and valid_session and valid_account)

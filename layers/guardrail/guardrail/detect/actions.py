@@ -15,10 +15,7 @@ destroys by its name, or a permissions write): a read such as ``ListBuckets`` ne
 
 from __future__ import annotations
 
-import gzip
-import json
 import re
-from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
 from importlib import resources
@@ -61,7 +58,7 @@ SOURCE_PREFIXES = {
 }
 
 # Lambda logs the API version it was called through: DeleteFunction20150331, UpdateFunctionCode20150331v2.
-_API_VERSION = re.compile(r"\d{8}(?:v\d+)?$")
+API_VERSION = re.compile(r"\d{8}(?:v\d+)?$")
 
 # S3 logs the REST operation; IAM authorizes another action for these (the rest share their name).
 S3_ACTIONS = {
@@ -134,14 +131,23 @@ def iam_action(event_source: str, event_name: str) -> tuple[str, str]:
     if prefix == "s3":
         return prefix, S3_ACTIONS.get(event_name, event_name)
     if prefix == "lambda":
-        return prefix, _API_VERSION.sub("", event_name)
+        return prefix, API_VERSION.sub("", event_name)
     return prefix, event_name
 
 
-@dataclass(frozen=True, slots=True)
 class ActionInfo:
-    access: Access
-    holds_data: bool  # a resource type it acts on keeps data or recovery points (buckets, tables, backups...)
+    """What IAM says of one action. A plain class: a dataclass costs a millisecond of cold start to define,
+    and this module is imported by every container."""
+
+    __slots__ = ("access", "holds_data")
+
+    def __init__(self, access: Access, holds_data: bool) -> None:
+        self.access = access
+        # A resource type it acts on keeps data or recovery points (buckets, tables, backups...).
+        self.holds_data = holds_data
+
+    def __repr__(self) -> str:
+        return f"ActionInfo({self.access.value!r}, holds_data={self.holds_data})"
 
 
 class ActionTable:
@@ -192,6 +198,9 @@ class ActionTable:
 
 
 def decode(blob: bytes) -> ActionTable:
+    import gzip  # only when a call needs the table: not on the cold start of a read
+    import json
+
     document = json.loads(gzip.decompress(blob))
     if not isinstance(document, dict):
         raise ValueError("the action table is not a JSON object")

@@ -193,13 +193,16 @@ class AccessDeniedPolicy:
         return failed is not None and call.response is not None and failed.matches(call)
 
 
-@dataclass(frozen=True, slots=True)
 class FailedSignIn:
-    """A console sign-in that failed: CloudTrail writes no errorCode, only the response's outcome."""
+    """A console sign-in that failed: CloudTrail writes no errorCode, only the response's outcome. (A
+    plain class: a dataclass costs a millisecond of cold start to define.)"""
 
-    source: str
-    names: frozenset[str]
-    response: Mapping[str, str]
+    __slots__ = ("names", "response", "source")
+
+    def __init__(self, source: str, names: frozenset[str], response: Mapping[str, str]) -> None:
+        self.source = source
+        self.names = names
+        self.response = response
 
     def matches(self, call: ApiCall) -> bool:
         response = call.response or {}

@@ -45,13 +45,13 @@ def classify(
     policy = settings.policies[environment]
     is_protected = is_agent and settings.is_protected(principal)
     matched = catalogue.matching(call, settings.own_resources)
-    notes: list[str] = [_GAP_NOTES[g] for g in call.gaps]
+    notes: list[str] = [_GAP_NOTES[g] for g in call.gaps] if call.gaps else []
     ephemeral_allowed = False
 
     category: Category
     severity: Severity
     rules: tuple[Rule, ...]
-    if catalogue.refuses(call):
+    if catalogue.access_denied.refuses(call):
         policy_denied = catalogue.access_denied
         rules = (policy_denied.rule, *matched)
         category = Category.ACCESS_DENIED

@@ -15,21 +15,21 @@ plus, for a permissions write only, a look at whom it is aimed at.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
-
-from guardrail.detect.actions import Access, ActionInfo, ActionTable, default_table, iam_action, iam_prefix
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
+    from guardrail.detect.actions import ActionInfo, ActionTable
     from guardrail.model import ApiCall
 
 # CamelCase words: "DeleteDBClusterSnapshot" -> Delete, DB, Cluster, Snapshot; "DisassociateWebACL" ->
 # Disassociate, Web, ACL; digits stay with their word (Ec2, S3).
 _WORD = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z0-9]+|[A-Z]+[0-9]*")
-_API_VERSION = re.compile(r"\d{8}(?:v\d+)?$")
+
+
+_API_VERSION = re.compile(r"\d{8}(?:v\d+)?$")  # as actions.API_VERSION: that module loads only when needed
 
 
 def words(name: str) -> tuple[str, ...]:
@@ -45,35 +45,64 @@ class Meaning(StrEnum):
     GRANTS = "grants-to-another"
 
 
-# Access levels whose calls change nothing: a destroying verb on a Read or List action is not destruction.
-_CHANGES_NOTHING = frozenset({Access.READ, Access.LIST})
+# IAM access levels (actions.Access, compared as the strings they are: the action table and its module
+# load only when a call needs them, never for a read). Read and List change nothing: a destroying verb
+# on such an action is not destruction.
+_CHANGES_NOTHING = frozenset({"Read", "List"})
+_TAGGING = "Tagging"
+_PERMISSIONS = "Permissions management"
 
 
 def _phrase(entry: str) -> str:
     return " " + " ".join(words(entry)) + " "
 
 
-@dataclass(frozen=True)
 class GenericWords:
-    """The word lists of rules.yaml's `generic` section, compiled."""
+    """The word lists of rules.yaml's `generic` section, compiled. Plain classes here and below: a
+    dataclass costs a millisecond of cold start to define."""
 
-    destroys: frozenset[str]  # a name's first word (after Batch) that destroys or disables
-    destroys_protection: frozenset[str]  # first words that count only before a protection word (Stop)
-    destroys_anywhere: tuple[str, ...]  # words that destroy wherever they are (ScheduleKeyDeletion)
-    undoes: frozenset[str]  # first words that undo a destroying word after them (CancelKeyDeletion)
-    routine: frozenset[str]  # whole names whose destroying verb is routine work (DeleteMessage)
-    protection: tuple[str, ...]  # phrases naming logging, detection, encryption or protection
-    data: tuple[str, ...]  # phrases naming data or recovery points, for actions the table does not know
-    principal_parameters: tuple[str, ...]  # request parameters that name the principal a call is aimed at
-    protective_services: frozenset[str] = frozenset()  # IAM prefixes whose every destroying call weakens
-    _protection: tuple[str, ...] = field(init=False, repr=False)
-    _data: tuple[str, ...] = field(init=False, repr=False)
-    _anywhere: tuple[str, ...] = field(init=False, repr=False)
+    __slots__ = (
+        "_anywhere",
+        "_data",
+        "_protection",
+        "data",
+        "destroys",
+        "destroys_anywhere",
+        "destroys_protection",
+        "principal_parameters",
+        "protection",
+        "protective_services",
+        "routine",
+        "undoes",
+    )
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_protection", tuple(_phrase(p) for p in self.protection))
-        object.__setattr__(self, "_data", tuple(_phrase(p) for p in self.data))
-        object.__setattr__(self, "_anywhere", tuple(_phrase(p) for p in self.destroys_anywhere))
+    def __init__(
+        self,
+        *,
+        destroys: frozenset[str],
+        destroys_protection: frozenset[str],
+        destroys_anywhere: tuple[str, ...],
+        undoes: frozenset[str],
+        routine: frozenset[str],
+        protection: tuple[str, ...],
+        data: tuple[str, ...],
+        principal_parameters: tuple[str, ...],
+        protective_services: frozenset[str] = frozenset(),
+    ) -> None:
+        self.destroys = destroys  # a name's first word (after Batch) that destroys or disables
+        self.destroys_protection = destroys_protection  # first words that count only before a protection word
+        self.destroys_anywhere = (
+            destroys_anywhere  # words that destroy wherever they are (ScheduleKeyDeletion)
+        )
+        self.undoes = undoes  # first words that undo a destroying word after them (CancelKeyDeletion)
+        self.routine = routine  # whole names whose destroying verb is routine work (DeleteMessage)
+        self.protection = protection  # phrases naming logging, detection, encryption or protection
+        self.data = data  # phrases naming data or recovery points, for actions the table does not know
+        self.principal_parameters = principal_parameters  # request parameters naming whom a call is aimed at
+        self.protective_services = protective_services  # IAM prefixes whose every destroying call weakens
+        self._protection = tuple(_phrase(p) for p in protection)
+        self._data = tuple(_phrase(p) for p in data)
+        self._anywhere = tuple(_phrase(p) for p in destroys_anywhere)
 
     def meaning_of_name(self, name: str, info: ActionInfo | None) -> Meaning | None:
         """What a name destroys or weakens, given what IAM says of the action (None when unknown), or None
@@ -92,7 +121,7 @@ class GenericWords:
         destroys = verb in self.destroys or (verb in self.destroys_protection and protective) or anywhere
         if not destroys or (info is not None and info.access in _CHANGES_NOTHING):
             return None
-        if info is not None and info.access is Access.TAGGING:
+        if info is not None and info.access == _TAGGING:
             return None  # removing a tag loses no data; the Lifecycle tag has rules of its own
         if protective:
             return Meaning.WEAKENS
@@ -100,14 +129,16 @@ class GenericWords:
         return Meaning.DESTROYS_DATA if holds else Meaning.DESTROYS
 
 
-@dataclass
 class Generic:
     """The generic layer: the words, the action table (read when first needed) and what each (source,
     name) was found to mean."""
 
-    words: GenericWords
-    table: Callable[[], ActionTable] = default_table
-    _known: dict[tuple[str, str], tuple[Meaning | None, bool]] = field(default_factory=dict, repr=False)
+    __slots__ = ("_known", "table", "words")
+
+    def __init__(self, words: GenericWords, table: Callable[[], ActionTable] | None = None) -> None:
+        self.words = words
+        self.table = table or _default_table
+        self._known: dict[tuple[str, str], tuple[Meaning | None, bool]] = {}
 
     def _static(self, source: str, name: str) -> tuple[Meaning | None, bool]:
         """(what the name means, whether the action manages permissions), remembered per (source, name)."""
@@ -117,9 +148,9 @@ class Generic:
             return found
         info = self.info(source, name) if self._needs_table(name) else None
         meaning = self.words.meaning_of_name(name, info)
-        if meaning in _DESTROYING and iam_prefix(source) in self.words.protective_services:
+        if meaning in _DESTROYING and _prefix(source) in self.words.protective_services:
             meaning = Meaning.WEAKENS
-        manages = meaning is None and info is not None and info.access is Access.PERMISSIONS
+        manages = meaning is None and info is not None and info.access == _PERMISSIONS
         if len(self._known) >= _KNOWN_KEPT:
             self._known.clear()  # bounded: a flood of made-up names starts over
         found = self._known[key] = (meaning, manages)
@@ -133,6 +164,8 @@ class Generic:
         return not verb.startswith(_READ_VERBS)
 
     def info(self, source: str, name: str) -> ActionInfo | None:
+        from guardrail.detect.actions import iam_action
+
         prefix, action = iam_action(source, name)
         return self.table().lookup(prefix, action)
 
@@ -154,6 +187,18 @@ class Generic:
             if isinstance(value, str) and value and value.lower() not in own:
                 return True
         return False
+
+
+def _default_table() -> ActionTable:
+    from guardrail.detect.actions import default_table
+
+    return default_table()
+
+
+def _prefix(source: str) -> str:
+    from guardrail.detect.actions import iam_prefix
+
+    return iam_prefix(source)
 
 
 _KNOWN_KEPT = 8192
