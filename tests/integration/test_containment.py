@@ -438,3 +438,17 @@ def test_state_table_failing_after_the_iam_write_fails_the_invocation_and_the_re
         "TagRole",
     ]  # idempotent redo
     assert responder(event)["status"] == "duplicate"
+
+
+def test_a_record_without_event_id_is_contained_once_per_delivery_id(responder: Responder) -> None:
+    """CloudTrail left eventID out: the envelope's id stands in, so a redelivery (EventBridge keeps its id)
+    is a duplicate and a different delivery is a different event. One event id, one outcome."""
+    event = critical()
+    del event["detail"]["eventID"]
+    event["id"] = fresh_id()
+    responder.agent(event)
+    assert responder(event)["status"] == "contained"
+    assert responder(event)["status"] == "duplicate"
+    assert responder.writes("iam").count("PutRolePolicy") == 1
+    other = {**event, "id": fresh_id()}
+    assert responder(other)["status"] == "joined"  # another event of the contained agent
