@@ -16,6 +16,9 @@ SAM_VERSION := aws-sam-cli>=1.140,<2
 # checkov pins its own dependencies too: a third virtualenv.
 CHECKOV_VENV := .venv-checkov
 CHECKOV := $(CHECKOV_VENV)/bin/checkov
+# The IAM policy simulator (npm, pinned by package-lock.json): the tests' oracle for conditional denies,
+# which moto ignores. Test-time only, never in the layer.
+SIMULATOR := tests/simulator/node_modules/.installed
 # sam validate and sam build need credentials and a region, never real ones.
 FAKE_AWS := AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1
 # This machine's pip.conf names local indexes that may not exist; pip warns once per package.
@@ -48,7 +51,12 @@ $(CHECKOV_VENV)/.installed:
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check 'checkov>=3.2,<4' 2>&1 | $(QUIET_PIP)
 	touch $@
 
-setup: $(VENV)/.installed $(SAM_VENV)/.installed $(CHECKOV_VENV)/.installed
+$(SIMULATOR): tests/simulator/package-lock.json
+	@command -v npm >/dev/null || { echo "npm not found: install Node.js 20 (the policy simulator the tests use needs it)"; exit 1; }
+	cd tests/simulator && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+setup: $(VENV)/.installed $(SAM_VENV)/.installed $(CHECKOV_VENV)/.installed $(SIMULATOR)
 
 demo: setup
 	$(BIN)/guardrail demo
@@ -81,7 +89,7 @@ template: setup
 	test -f .aws-sam/build/GuardrailLayer/python/guardrail/data/actions.json.gz
 	test -d .aws-sam/build/GuardrailLayer/python/pydantic_core
 
-pytest: $(VENV)/.installed
+pytest: $(VENV)/.installed $(SIMULATOR)
 	$(BIN)/pytest
 
 # After editing layers/guardrail/guardrail/data/rules.yaml: regenerate the routing and the rules page.
