@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any
 
 import boto3
@@ -19,12 +20,27 @@ from guardrail.settings import Settings
 from tests.conftest import EVENTS, load_event
 
 
-def test_demo_shows_three_outcomes(capsys: pytest.CaptureFixture[str]) -> None:
+def _shape(text: str) -> list[str]:
+    """A transcript with what changes from run to run (incident ids, milliseconds) masked."""
+    text = re.sub(r"GR-\d{8}T\d{6}Z-[0-9a-f]{8}", "GR-<id>", text)
+    text = re.sub(r"\+\s*\d+\.\d+ ms", "+<ms> ms", text)
+    text = re.sub(r"\d+\.\d+ ms after", "<ms> ms after", text)
+    return [line.rstrip() for line in text.splitlines()]
+
+
+def test_demo_shows_three_outcomes_as_the_readme_says(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
     assert "benign / info -> IGNORE" in out
     assert "access_denied / medium -> NOTIFY" in out
     assert "destructive / critical -> CONTAIN" in out
+    # The README's transcript of the containment is what `make demo` prints, line for line, call for call.
+    heading = "An agent deletes a production database without a final snapshot"
+    readme = (EVENTS.parent / "README.md").read_text()
+    promised = _shape(heading + readme.split("```\n" + heading, 1)[1].split("```", 1)[0])
+    printed = _shape(heading + out.split(heading, 1)[1])
+    assert len(promised) > 10
+    assert printed[: len(promised)] == promised
 
 
 def test_replay_json_reports_each_event_in_order(capsys: pytest.CaptureFixture[str]) -> None:

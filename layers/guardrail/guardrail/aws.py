@@ -92,6 +92,15 @@ class AwsClients:
     def cloudwatch(self) -> Any:
         return self._client("cloudwatch")
 
+    # The operator's tools only (guardrail preflight): the functions never call these.
+    @property
+    def cloudformation(self) -> Any:
+        return self._client("cloudformation")
+
+    @property
+    def lambda_(self) -> Any:
+        return self._client("lambda")
+
 
 class IamProvider(Protocol):
     """IAM clients per account: where containment in another account plugs in (an assumed role there)."""

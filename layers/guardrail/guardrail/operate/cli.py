@@ -105,6 +105,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--agent-users", default="ai-agent*", help="the stack's AgentUserNames, comma-separated")
 
     p = commands.add_parser(
+        "preflight",
+        help="read-only: which roles and users the deployed responder will watch, and whether it can see them",
+    )
+    p.add_argument(
+        "--stack",
+        default="guardrail-responder",
+        help="the deployed stack (its responder function's settings are read); default guardrail-responder",
+    )
+    p.add_argument(
+        "--from-env",
+        action="store_true",
+        help="use the GUARDRAIL_* settings of this environment instead of a deployed stack's",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = commands.add_parser(
         "environments",
         help="print the environment policies in force (shipped, plus GUARDRAIL_ENVIRONMENT_POLICIES)",
     )
@@ -134,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             return fence_command(args.form, args.stack_name, args.account, args.agent_roles, args.agent_users)
         if args.command == "environments":
             return environments_command(as_json=args.json)
+        if args.command == "preflight":
+            return preflight_command(args.stack, from_env=args.from_env, as_json=args.json)
         return demo_command()
     except ConfigurationError as exc:
         print(f"guardrail: {exc}", file=sys.stderr)
@@ -476,6 +494,26 @@ def fence_command(form: str, stack: str, account: str, roles: str, users: str) -
         raise GuardrailError(f"the fence is {size(document)} characters, over the {form} limit of {limit}")
     print(json.dumps(document, indent=2))
     return 0
+
+
+def preflight_command(stack: str, *, from_env: bool, as_json: bool) -> int:
+    import os
+
+    from guardrail.aws import AwsClients
+    from guardrail.operate.preflight import deployed_settings, preflight
+    from guardrail.settings import Settings
+
+    aws = AwsClients()
+    region = aws.sts.meta.region_name
+    if from_env:
+        settings = Settings.from_env()
+        arn = os.environ.get("GUARDRAIL_RESPONDER_FUNCTION_ARN") or None
+        source = "this environment's GUARDRAIL_* settings"
+    else:
+        settings, arn, source = deployed_settings(aws, stack)
+    report = preflight(aws, settings, responder_arn=arn, source=source, region=region)
+    print(json.dumps(report.to_dict(), indent=2) if as_json else report.render())
+    return 1 if report.failed else 0
 
 
 def environments_command(*, as_json: bool) -> int:

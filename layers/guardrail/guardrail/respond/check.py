@@ -22,8 +22,10 @@ from guardrail.respond.containment import ActionRecord, IncidentRef, Target, res
 from guardrail.telemetry import logger, metrics
 
 if TYPE_CHECKING:
+    from guardrail.aws import AwsClients
     from guardrail.incident import Incident
     from guardrail.respond.runtime import Runtime
+    from guardrail.settings import Settings
 
 # What the scheduled check reads, beyond what containment itself needs (containment_permissions()).
 CHECK_PERMISSIONS = (
@@ -187,25 +189,45 @@ def _forged_locks(rt: Runtime, deployment: Deployment) -> list[str]:
 
 
 def _routing_drift(rt: Runtime, deployment: Deployment) -> list[str]:
-    """Every generated routing rule exists on the default bus with its pattern, is enabled, and targets the
-    responder. The optional rules (off by template parameter) are checked only where they exist."""
-    from guardrail.detect.catalogue import default_catalogue
-    from guardrail.detect.routing import OPTIONAL_RULES, all_patterns
+    return routing_drift(rt.aws, rt.settings, deployment)
 
-    events = rt.aws.events
+
+def _deployed_rules(aws: AwsClients, settings: Settings) -> dict[str, dict[str, Any]]:
+    """The stack's rules on the default bus, by their pattern (canonical JSON)."""
+    events = aws.events
     deployed: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {"NamePrefix": rt.settings.own_name_prefix}
+    kwargs: dict[str, Any] = {"NamePrefix": settings.own_name_prefix}
     while True:
         page = events.list_rules(**kwargs)
         deployed += page.get("Rules", [])
         if not page.get("NextToken"):
             break
         kwargs["NextToken"] = page["NextToken"]
-    by_pattern = {
+    return {
         json.dumps(json.loads(r["EventPattern"]), sort_keys=True): r
         for r in deployed
         if r.get("EventPattern")
     }
+
+
+def agent_writes_routed(aws: AwsClients, settings: Settings) -> bool:
+    """Whether the optional AgentWrites rule is deployed and enabled (template parameter RouteAgentWrites)."""
+    from guardrail.detect.catalogue import default_catalogue
+    from guardrail.detect.routing import all_patterns
+
+    pattern = all_patterns(default_catalogue())["AgentWrites"]
+    rule = _deployed_rules(aws, settings).get(json.dumps(pattern, sort_keys=True))
+    return rule is not None and rule.get("State") in _ENABLED
+
+
+def routing_drift(aws: AwsClients, settings: Settings, deployment: Deployment) -> list[str]:
+    """Every generated routing rule exists on the default bus with its pattern, is enabled, and targets the
+    responder. The optional rules (off by template parameter) are checked only where they exist."""
+    from guardrail.detect.catalogue import default_catalogue
+    from guardrail.detect.routing import OPTIONAL_RULES, all_patterns
+
+    events = aws.events
+    by_pattern = _deployed_rules(aws, settings)
     problems = []
     for name, pattern in all_patterns(default_catalogue()).items():
         rule = by_pattern.get(json.dumps(pattern, sort_keys=True))
@@ -224,15 +246,20 @@ def _routing_drift(rt: Runtime, deployment: Deployment) -> list[str]:
 
 
 def _trail_drift(rt: Runtime, deployment: Deployment) -> list[str]:
+    return trail_drift(rt.aws, deployment)
+
+
+def trail_drift(aws: AwsClients, deployment: Deployment) -> list[str]:
     """At least one trail logs this region's management events (write events at least)."""
-    trails = rt.aws.cloudtrail.describe_trails(includeShadowTrails=True).get("trailList", [])
+    cloudtrail = aws.cloudtrail
+    trails = cloudtrail.describe_trails(includeShadowTrails=True).get("trailList", [])
     for trail in trails:
         if not (trail.get("IsMultiRegionTrail") or trail.get("HomeRegion") == deployment.region):
             continue
         arn = trail["TrailARN"]
-        if not rt.aws.cloudtrail.get_trail_status(Name=arn).get("IsLogging"):
+        if not cloudtrail.get_trail_status(Name=arn).get("IsLogging"):
             continue
-        selectors = rt.aws.cloudtrail.get_event_selectors(TrailName=arn)
+        selectors = cloudtrail.get_event_selectors(TrailName=arn)
         if _logs_management_writes(selectors):
             return []
     return [
