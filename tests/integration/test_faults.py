@@ -122,7 +122,9 @@ def test_state_table_throttling_is_ridden_out_and_counted_once(
     reads = _throttle(responder.runtime.aws.dynamodb, "BatchGetItem", 2, query=False)
     writes = _throttle(responder.runtime.aws.dynamodb, "TransactWriteItems", 2, query=False)
     assert responder(event)["status"] == "contained"
-    assert (len(reads), len(writes)) >= (3, 3)
+    # Two throttled attempts each, then one that passed: every read and every write was retried.
+    assert len(reads) >= 3
+    assert len(writes) >= 3
     assert denied(lambda: agent.client("s3").list_buckets())
     (incident,) = responder.runtime.store.records.incidents()
     assert incident.event_count == 1

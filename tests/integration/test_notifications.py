@@ -16,7 +16,7 @@ from guardrail.operate.replay import EmbeddedAws, invoke, load_handler, replay
 from guardrail.report.slack_delivery import BotDelivery, SlackDeliveryError, SlackThreads, WebhookDelivery
 from guardrail.respond.release import release
 from tests.conftest import EVENTS
-from tests.integration.conftest import ACCOUNT, Responder, critical, fresh_id
+from tests.integration.conftest import ACCOUNT, Responder, critical, denied, fresh_id
 from tests.integration.slack_server import FakeSlack, Scripted
 from tests.unit.test_notify import hostile_event, message_for
 
@@ -118,7 +118,8 @@ def test_a_failed_publish_fails_the_invocation_and_the_retry_announces(responder
     object.__setattr__(responder.runtime.settings, "topic_arn", good_topic + "-missing")
     with pytest.raises(Exception, match="NotFound|does not exist"):
         responder(event)
-    assert agent  # contained already: the notification failing did not undo or delay it
+    # contained already: the notification failing did not undo or delay it
+    assert denied(lambda: agent.client("s3").list_buckets())
     assert responder.writes("iam") == ["PutRolePolicy", "TagRole"]
 
     object.__setattr__(responder.runtime.settings, "topic_arn", good_topic)
@@ -212,13 +213,14 @@ def test_bot_mode_threads_updates_and_edits_the_parent(slack: FakeSlack, account
         "/api/chat.update",
         "/api/chat.postMessage",
     ]
-    parent_ts = slack.requests[0]
+    # The fake answers ts 1700000000.000100 + n for its n-th request: the parent is the first post.
+    parent_ts = "1700000001.000100"
+    assert "thread_ts" not in slack.requests[0]["payload"]
     replies = [r["payload"] for r in slack.requests[1:] if r["path"].endswith("postMessage")]
-    assert all(r.get("thread_ts") for r in replies)
-    assert slack.requests[2]["payload"]["ts"] == replies[0]["thread_ts"]
+    assert [r["thread_ts"] for r in replies] == [parent_ts, parent_ts]  # the update and the release
+    assert slack.requests[2]["payload"]["ts"] == parent_ts  # the parent is edited in place
     assert "+57 more calls" in json.dumps(replies[0])
     assert slack.requests[0]["auth"] == "Bearer xoxb-test-token"
-    assert parent_ts
 
 
 def test_bot_mode_bad_token_raises_without_the_token(slack: FakeSlack, account: EmbeddedAws) -> None:

@@ -245,6 +245,25 @@ def test_the_environment_comes_from_the_member_accounts_tag(
     organization: Organization, central: Central
 ) -> None:
     dev = organization.development
+    directory = central.runtime.directory()
+    real, asked = directory.client, []
+
+    class Counting:
+        """The Organizations client, counting what it is asked."""
+
+        def __init__(self, client: Any) -> None:
+            self.client = client
+
+        def __getattr__(self, name: str) -> Any:
+            method = getattr(self.client, name)
+
+            def call(*args: Any, **kwargs: Any) -> Any:
+                asked.append(name)
+                return method(*args, **kwargs)
+
+            return call
+
+    directory.client = lambda: Counting(real())
     outcome = central(in_account(load_event("rules/s3.bucket-deleted.json"), dev))
     assert (outcome["environment"], outcome["decision"], outcome["status"]) == (
         "development",
@@ -253,8 +272,9 @@ def test_the_environment_comes_from_the_member_accounts_tag(
     )
     assert not agent_is_denied(organization.agents[dev])
     # Asked once per account, then cached.
+    assert asked.count("list_tags_for_resource") == 1
     central(in_account(load_event("rules/s3.bucket-deleted.json"), dev))
-    assert central.operations().count("organizations:ListTagsForResource") == 0
+    assert asked.count("list_tags_for_resource") == 1
 
 
 def test_a_forged_event_is_refused_and_kept(organization: Organization, central: Central) -> None:

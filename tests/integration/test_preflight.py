@@ -101,7 +101,8 @@ def test_it_lists_the_agents_it_will_watch_and_passes(account: Any) -> None:
     levels = {(f["check"], f["level"]) for f in report["findings"]}
     assert ("agents", "warning") in levels  # the overlap is flagged
     assert ("dry run", "warning") in levels
-    assert ("trail", "ok") in levels and ("routing", "ok") in levels
+    assert ("trail", "ok") in levels
+    assert ("routing", "ok") in levels
     environments = {e["account"]: e["environment"] for e in report["environments"]}
     assert environments == {"123456789012": "production", "222233334444": "staging"}
     assert "RouteAgentWrites" in text  # production watches writes the default routing does not carry
@@ -128,7 +129,8 @@ def test_a_disabled_routing_rule_fails(account: Any) -> None:
     account["events"].disable_rule(Name=f"{STACK}-GenericDestructiveCalls-X1")
     status, text = _run("--stack", STACK)
     assert status == 1
-    assert "routing rule GenericDestructiveCalls" in text and "is disabled" in text
+    assert "routing rule GenericDestructiveCalls" in text
+    assert "is disabled" in text
 
 
 def test_a_missing_stack_is_said_plainly(account: Any) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -229,6 +228,10 @@ def test_summary_has_the_documented_fields() -> None:
 
 
 def test_every_sample_event_parses() -> None:
-    for path in EVENTS.rglob("*.json"):
-        assert parse_event(load_event(str(path.relative_to(EVENTS)))).event_id, path
-    assert isinstance(EVENTS, Path)
+    paths = sorted(EVENTS.rglob("*.json"))
+    assert len(paths) >= 130  # the rules' samples and the others: a glob that found nothing proves nothing
+    for path in paths:
+        event = load_event(str(path.relative_to(EVENTS)))
+        call = parse_event(event)
+        # the record's own id, or (where CloudTrail left it out) the envelope's
+        assert call.event_id == event["detail"].get("eventID", event["id"]), path

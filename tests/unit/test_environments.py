@@ -265,8 +265,10 @@ def test_escalation_raises_severity_and_decision_and_says_why() -> None:
 
 
 def test_a_request_can_state_the_lifecycle_tag() -> None:
-    call = parse_event(load_event("rules/ec2.lifecycle-tag-changed.json"))
-    assert from_request(call) in (True, False)
+    event = load_event("rules/ec2.lifecycle-tag-changed.json")  # CreateTags Lifecycle=ephemeral
+    assert from_request(parse_event(event)) is True
+    event["detail"]["requestParameters"]["tagSet"]["items"][0]["value"] = "permanent"
+    assert from_request(parse_event(event)) is False
     plain = parse_event(load_event("rules/s3.bucket-deleted.json"))
     assert from_request(plain) is None
 

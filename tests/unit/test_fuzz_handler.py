@@ -36,11 +36,15 @@ CALLS = [s for s in SAMPLES if "eventName" in s["detail"] and "eventID" in s["de
 QUEUE = "https://sqs.us-east-1.amazonaws.com/111122223333/guardrail-quarantine"
 
 
+TOUCHED: list[str] = []  # every client call an invalid event caused, even one the handler swallowed
+
+
 class Untouchable:
     def __init__(self, service: str) -> None:
         self.service = service
 
     def __getattr__(self, name: str) -> Any:
+        TOUCHED.append(f"{self.service}.{name}")
         raise AssertionError(f"{self.service}.{name} called for an invalid event")
 
 
@@ -107,7 +111,11 @@ def test_the_handler_keeps_every_invalid_event_and_touches_nothing_else(
     errors.clear()
     counted.clear()
     clients = Clients()
+    TOUCHED.clear()
     outcome = handle_event(document, Runtime(settings=SETTINGS, aws=cast(Any, clients)))
+    # Never a containment from an invalid event: no IAM, STS, SNS, DynamoDB call at all, no verdict.
+    assert TOUCHED == []
+    assert (outcome.verdict, outcome.incident_id, outcome.actions) == (None, None, [])
     assert (outcome.status, outcome.error) == ("quarantined", reason)
     assert reason, "an invalid event says what is wrong"
     (kept,) = clients.sqs.kept
@@ -124,16 +132,29 @@ def test_specials_are_kept_too(spies: Any) -> None:
         deep = {"x": deep}
     huge = copy.deepcopy(SAMPLES[0])
     huge["detail"]["eventID"] = "\u0000\u202e" * 500_000  # 1 MB of control characters where an id belongs
-    for hostile in (
-        {**SAMPLES[0], "detail": deep},
-        {**SAMPLES[0], "detail": {**SAMPLES[0]["detail"], "userIdentity": deep}},
-        huge,
-        [deep],
-        "\ud800",
+    for hostile, why in (
+        (
+            {**SAMPLES[0], "detail": deep},
+            "detail.eventSource: Field required; detail.eventName: Field required",
+        ),
+        (
+            {**SAMPLES[0], "detail": {**SAMPLES[0]["detail"], "userIdentity": deep}},
+            "detail.userIdentity: neither a type nor the AWS service that invoked the call",
+        ),
+        (huge, "detail.eventID: String should have at most 256 characters"),
+        ([deep], "expected a JSON object, got list"),
+        ("\ud800", "expected a JSON object, got str"),
     ):
         clients = Clients()
+        TOUCHED.clear()
         outcome = handle_event(hostile, Runtime(settings=SETTINGS, aws=cast(Any, clients)))
-        assert outcome.status == "quarantined"
+        assert TOUCHED == []
+        assert (outcome.status, outcome.error, outcome.verdict, outcome.actions) == (
+            "quarantined",
+            why,
+            None,
+            [],
+        )
         assert len(clients.sqs.kept) == 1
 
 

@@ -23,7 +23,7 @@ from guardrail.report.message import (
     subject,
     target_resource,
 )
-from guardrail.report.slack import BLOCK_LIMIT, HEADER_LIMIT, SECTION_LIMIT, TRUNCATED, escape, render
+from guardrail.report.slack import BLOCK_LIMIT, HEADER_LIMIT, SECTION_LIMIT, TRUNCATED, render
 from guardrail.respond.containment import IncidentRef, ResponderIdentity, plan_containment
 from guardrail.settings import Settings
 from tests.conftest import EVENTS, load_event
@@ -160,19 +160,28 @@ def hostile_event() -> dict[str, Any]:
     return event
 
 
+def _texts(node: object) -> list[str]:
+    """Every text Slack renders in a message (mrkdwn and plain text), wherever it sits in the blocks."""
+    if isinstance(node, dict):
+        found = [node["text"]] if isinstance(node.get("text"), str) else []
+        return found + [
+            t for k, v in node.items() if k != "text" or not isinstance(v, str) for t in _texts(v)
+        ]
+    if isinstance(node, list):
+        return [t for item in node for t in _texts(item)]
+    return []
+
+
 def test_hostile_text_is_escaped_and_notifies_nobody() -> None:
-    rendered = json.dumps(render(message_for(hostile_event())), ensure_ascii=False)
-    for raw in (
-        "<!channel>",
-        "<@U123>",
-        "<https://evil.example|click me>",
-        "<!here>",
-        "<!everyone>",
-        "<@U999>",
-    ):
-        assert raw not in rendered, raw
-    assert escape("<!channel>") in rendered
-    assert TRUNCATED in rendered
+    texts = _texts(render(message_for(hostile_event())))
+    joined = "\n".join(texts)
+    # Slack parses mentions and links only from a raw "<": not one may reach it, from any field.
+    assert "<" not in joined
+    assert ">" not in joined
+    # What the attacker wrote is shown, as entities, exactly (expectations written out, not computed).
+    assert "`&lt;!channel&gt; &lt;@U123&gt; &lt;https://evil.example|click me&gt; xxx" in joined
+    assert "assumed-role/AIAgentRole/&lt;!everyone&gt;`" in joined
+    assert TRUNCATED in joined
 
 
 def test_block_kit_limits_are_respected_by_truncating() -> None:
@@ -228,3 +237,17 @@ def test_release_message_has_the_same_schema_as_the_incident_message() -> None:
         assert set(released[section]) == set(first[section]), section
     assert released["rules"] == first["rules"]
     assert (released["status"], released["containment"]["status"]) == ("released", "released")
+
+
+def test_the_on_call_engineer_reads_what_the_readme_shows() -> None:
+    """The golden files are snapshots of the renderer; this is written out by hand from the README's Slack
+    example, so a change to what people read fails here first."""
+    rendered = render(message_for(load_event("rules/rds.instance-deleted-without-final-snapshot.json")))
+    texts = _texts(rendered)
+    assert rendered["text"] == "[CRITICAL][CONTAINED] AIAgentRole: DeleteDBInstance"
+    assert texts[1] == ":rotating_light: CRITICAL | CONTAINED | AIAgentRole"
+    assert texts[2].startswith(
+        "*RDS database deleted without a final snapshot*: `DeleteDBInstance` on `orders-prod`"
+    )
+    assert "*Where*\n`111122223333` (production), `eu-west-1`" in texts
+    assert any(t.startswith(":lock: *Contained*: put_role_deny_all, tag_role") for t in texts)
