@@ -130,3 +130,63 @@ def test_deny_all_refuses_every_session(make_responder: Any) -> None:
     policies = _contained_with(make_responder, "deny_all")
     assert {p["name"] for p in policies} == {"AgentPermissions", "GuardrailEmergencyDenyAll"}
     assert _decisions(policies, [BEFORE, AFTER]) == ["ExplicitlyDenied"] * 6
+
+
+def _fence_decisions(principal_arn: str, asks: list[tuple[str, str, dict[str, Any]]]) -> list[str]:
+    from guardrail.operate.fence import fence  # noqa: PLC0415
+
+    scp = fence(
+        "guardrail-responder",
+        form="scp",
+        account=ACCOUNT,
+        agent_roles=("AIAgent*",),
+        agent_users=("ai-agent*",),
+    )
+    allow = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+    # The SCP's statements are all Deny: as identity statements they deny exactly as in an SCP.
+    policies = [{"name": "allow", "policy": allow}, {"name": "fence", "policy": scp}]
+    return oracle.decide(
+        [
+            {
+                "principal": principal_arn,
+                "action": action,
+                "resource": resource,
+                "accountId": ACCOUNT,
+                "context": {"aws:PrincipalArn": principal_arn, **context},
+                "policies": policies,
+            }
+            for action, resource, context in asks
+        ]
+    )
+
+
+FENCE_ASKS: list[tuple[str, str, dict[str, Any]]] = [
+    (
+        "lambda:DeleteFunction",
+        f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:guardrail-responder-ResponderFunction-X1",
+        {},
+    ),
+    (
+        "iam:DetachRolePolicy",
+        f"arn:aws:iam::{ACCOUNT}:role/AIAgentRole",
+        {"iam:PolicyARN": "arn:aws:iam::aws:policy/AWSDenyAll"},
+    ),
+    (
+        "iam:DetachRolePolicy",
+        f"arn:aws:iam::{ACCOUNT}:role/AppRole",
+        {"iam:PolicyARN": "arn:aws:iam::aws:policy/ReadOnlyAccess"},
+    ),
+    ("lambda:DeleteFunction", f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:billing-api", {}),
+]
+
+
+def test_the_fence_denies_agents_the_responder_and_nobody_else() -> None:
+    agent = f"arn:aws:iam::{ACCOUNT}:role/AIAgentRole"
+    assert _fence_decisions(agent, FENCE_ASKS) == [
+        "ExplicitlyDenied",  # the responder's function
+        "ExplicitlyDenied",  # detaching AWSDenyAll, the containment's fallback
+        "Allowed",  # another managed policy on another role: not the fence's business
+        "Allowed",  # another stack's function
+    ]
+    human = f"arn:aws:iam::{ACCOUNT}:role/PlatformAdmin"
+    assert _fence_decisions(human, FENCE_ASKS) == ["Allowed"] * 4  # the conditions scope it to agents

@@ -76,3 +76,10 @@ def test_the_sam_flags_the_readme_uses_exist() -> None:
     )
     for flag in ("--guided", "--parameter-overrides", "--save-params"):
         assert flag in done.stdout
+
+
+def test_make_setup_builds_every_tool_the_readme_relies_on() -> None:
+    """`make -n` prints what `make setup` would run on a fresh clone, without running it."""
+    done = subprocess.run(["make", "-n", "-B", "setup"], cwd=ROOT, capture_output=True, text=True, check=True)
+    for step in ("-m venv .venv", "pip install", "aws-sam-cli", "checkov", "npm ci"):
+        assert step in done.stdout, step
