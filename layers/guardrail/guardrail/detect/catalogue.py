@@ -236,14 +236,6 @@ class Catalogue:
         meaning = self.generic.meaning(call)
         return (self.generic_rules[meaning],) if meaning is not None else ()
 
-    def curated(self, call: ApiCall, own: re.Pattern[str] | None = None) -> tuple[Rule, ...]:
-        """The curated rules that match, without the generic layer's fallback."""
-        candidates = self.index.get((call.event_source, call.event_name)) or ()
-        return tuple(r for r in candidates if r.applies_to(call, own))
-
-    def refuses(self, call: ApiCall) -> bool:
-        return self.access_denied.refuses(call)
-
     def by_id(self, rule_id: str) -> Rule:
         for rule in (*self.rules, *self.generic_rules.values()):
             if rule.id == rule_id:

@@ -29,7 +29,6 @@ from guardrail.model import ApiCall, Principal, PrincipalKind, RecordKind
 if TYPE_CHECKING:
     from pathlib import Path
 
-CLOUDTRAIL_DETAIL_TYPE = RecordKind.API_CALL.value
 # The detail-types read as records of calls (the rest of CloudTrail's are RecordKind.OTHER).
 DETAIL_TYPES = {k.value: k for k in RecordKind if k is not RecordKind.OTHER}
 CLOUDTRAIL_DETAIL_TYPES = sorted(DETAIL_TYPES)
