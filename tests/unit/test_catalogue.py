@@ -213,3 +213,13 @@ def test_key_samples_classify_as_written_down(rule_id: str, expected: tuple[str,
     verdict = classify(parse_event(load_event(f"rules/{rule_id}.json")), settings)
     assert verdict.rule_ids[0] == rule_id
     assert (verdict.category.value, verdict.severity.value) == expected
+
+
+def test_every_glob_of_a_condition_matches_the_whole_value(settings: Any) -> None:
+    """As EventBridge's wildcard does: AdministratorAccess-Amplify (a real AWS managed policy) is not
+    AdministratorAccess, whichever of the rule's globs it comes first in."""
+    event = load_event("rules/iam.admin-policy-attached.json")
+    event["detail"]["requestParameters"]["policyArn"] = "arn:aws:iam::aws:policy/AdministratorAccess-Amplify"
+    assert "iam.admin-policy-attached" not in classify(parse_event(event), settings).rule_ids
+    event["detail"]["requestParameters"]["policyArn"] = "arn:aws:iam::aws:policy/AdministratorAccess"
+    assert classify(parse_event(event), settings).rule_ids[0] == "iam.admin-policy-attached"

@@ -9,7 +9,7 @@ entry there and a sample event under ``events/rules/<rule id>.json``.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -25,6 +25,14 @@ _RULE_KEYS = {"id", "source", "names", "when", "category", "severity", "title", 
 # Where a condition's path looks: the request unless it names another part of the record.
 _ROOTS = ("responseElements", "additionalEventData", "userIdentity")
 _OPERATORS = {"one_of", "prefix", "suffix", "glob", "exists", "self", "own"}
+
+
+def wildcard_pattern(globs: Iterable[str]) -> re.Pattern[str]:
+    """EventBridge's wildcard matching as one regular expression: case-sensitive, `*` any text (none
+    included), every glob matching the whole value. What the catalogue's `glob` conditions, the error code
+    globs and the generic route's name matchers share, so classification and routing agree."""
+    alternatives = "|".join(".*".join(map(re.escape, g.split("*"))) for g in globs)
+    return re.compile(f"(?:{alternatives})\\Z")
 
 
 def _normalise(value: object) -> str | None:
@@ -119,7 +127,7 @@ def _condition(rule_id: str, path: str, spec: object) -> Condition:
         else:
             # Case-sensitive, '*' the only wildcard: exactly EventBridge's wildcard matching, so routing can
             # express it. AWS identifiers (ARNs, rule and function names) are case-sensitive anyway.
-            pattern = re.compile("|".join(".*".join(map(re.escape, o.split("*"))) for o in options) + r"\Z")
+            pattern = wildcard_pattern(options)
             test = lambda v, _a: isinstance(v, str) and pattern.match(v) is not None  # noqa: E731
     elif operator == "exists":
         if not isinstance(operand, bool):
@@ -179,8 +187,7 @@ class AccessDeniedPolicy:
 
     def __post_init__(self) -> None:
         if self.error_code_globs:
-            regex = "|".join(".*".join(map(re.escape, g.split("*"))) for g in self.error_code_globs)
-            object.__setattr__(self, "_globs", re.compile(f"(?:{regex})\\Z"))
+            object.__setattr__(self, "_globs", wildcard_pattern(self.error_code_globs))
 
     def refuses(self, call: ApiCall) -> bool:
         """Whether IAM (or an SCP, a boundary, a resource policy, a sign-in check) refused the call."""

@@ -32,6 +32,7 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
+from guardrail.detect.catalogue import wildcard_pattern
 from guardrail.detect.cloudtrail import CLOUDTRAIL_DETAIL_TYPES
 
 if TYPE_CHECKING:
@@ -128,13 +129,8 @@ def generically_routed(catalogue: Catalogue) -> re.Pattern[str]:
     which need not carry it again, and for tests)."""
     if catalogue.generic is None:
         return re.compile(r"(?!)")
-    parts = []
-    for matcher in generic_matchers(catalogue.generic.words):
-        if "prefix" in matcher:
-            parts.append(re.escape(matcher["prefix"]) + ".*")
-        else:
-            parts.append(".*".join(map(re.escape, matcher["wildcard"].split("*"))))
-    return re.compile("(?:" + "|".join(parts) + r")\Z")
+    matchers = generic_matchers(catalogue.generic.words)
+    return wildcard_pattern(m["wildcard"] if "wildcard" in m else m["prefix"] + "*" for m in matchers)
 
 
 def routing(catalogue: Catalogue) -> tuple[dict[str, set[str]], list[dict[str, Any]]]:
