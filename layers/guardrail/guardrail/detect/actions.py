@@ -164,15 +164,10 @@ class ActionTable:
     def _service(self, prefix: str) -> dict[str, ActionInfo] | None:
         found = self._services.get(prefix)
         if found is None:
-            raw = self._raw.get(prefix)
-            if raw is None:
+            if prefix not in self._raw:
                 return None
             # Expanded per service on first use: a container sees few services.
-            data = set(raw.get("D", "").split())
-            found = {}
-            for letter, access in _BY_LETTER.items():
-                for name in raw.get(letter, "").split():
-                    found[name.lower()] = ActionInfo(access, name in data)
+            found = {name.lower(): info for name, info in self.actions(prefix).items()}
             self._services[prefix] = found
         return found
 
@@ -187,7 +182,7 @@ class ActionTable:
         return sorted(self._raw)
 
     def actions(self, prefix: str) -> dict[str, ActionInfo]:
-        """Every action of a service, by its IAM name (for coverage reports, not the hot path)."""
+        """Every action of a service, by its IAM name (lookups use a lower-cased copy, built once)."""
         raw = self._raw.get(prefix, {})
         data = set(raw.get("D", "").split())
         return {

@@ -617,6 +617,14 @@ def read_documents(path: Path, *, parse_envelopes: bool = False) -> Iterator[tup
     yield from _expand(str(path), document)
 
 
+def call_of(document: object) -> ApiCall:
+    """What read_documents yields, as a call: an envelope already parsed on the fast path, a document
+    parsed now, or the InvalidEventError that stands in for an unreadable line, raised."""
+    if isinstance(document, InvalidEventError):
+        raise document
+    return document if isinstance(document, ApiCall) else parse_event(document)
+
+
 def _json_lines(path: Path, text: str, parse_envelopes: bool) -> Iterator[tuple[str, object]]:
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():

@@ -128,6 +128,14 @@ class GenericWords:
         holds = info.holds_data if info is not None else any(d in text for d in self._data)
         return Meaning.DESTROYS_DATA if holds else Meaning.DESTROYS
 
+    def meaning_of(self, name: str, info: ActionInfo | None, service: Callable[[], str]) -> Meaning | None:
+        """meaning_of_name, in its service: a destroying call in a service that exists to record, detect or
+        protect weakens it, whatever its words. `service` gives the IAM prefix, asked only then."""
+        meaning = self.meaning_of_name(name, info)
+        if meaning in _DESTROYING and service() in self.protective_services:
+            return Meaning.WEAKENS
+        return meaning
+
 
 class Generic:
     """The generic layer: the words, the action table (read when first needed) and what each (source,
@@ -147,9 +155,7 @@ class Generic:
         if found is not None:
             return found
         info = self.info(source, name) if self._needs_table(name) else None
-        meaning = self.words.meaning_of_name(name, info)
-        if meaning in _DESTROYING and _prefix(source) in self.words.protective_services:
-            meaning = Meaning.WEAKENS
+        meaning = self.words.meaning_of(name, info, lambda: _prefix(source))
         manages = meaning is None and info is not None and info.access == _PERMISSIONS
         if len(self._known) >= _KNOWN_KEPT:
             self._known.clear()  # bounded: a flood of made-up names starts over

@@ -163,8 +163,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def classify_command(paths: list[Path], out: TextIO, err: TextIO) -> int:
     from guardrail.detect.classifier import classify
-    from guardrail.detect.cloudtrail import event_files, parse_event, read_documents
-    from guardrail.model import ApiCall
+    from guardrail.detect.cloudtrail import call_of, event_files, read_documents
     from guardrail.settings import Settings
 
     settings = Settings.from_env()
@@ -178,10 +177,7 @@ def classify_command(paths: list[Path], out: TextIO, err: TextIO) -> int:
             continue
         for where, document in documents:
             try:
-                if isinstance(document, InvalidEventError):
-                    raise document
-                call = document if isinstance(document, ApiCall) else parse_event(document)
-                verdict = classify(call, settings)
+                verdict = classify(call_of(document), settings)
             except InvalidEventError as exc:
                 print(f"guardrail: {where}: invalid event: {exc}", file=err)
                 failed += 1

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 from guardrail.detect.actions import ActionTable, default_table, iam_action
 from guardrail.detect.classifier import classify
-from guardrail.detect.cloudtrail import parse_event, read_documents
-from guardrail.detect.generic import Meaning
+from guardrail.detect.cloudtrail import call_of, read_documents
 from guardrail.errors import InvalidEventError
-from guardrail.model import ApiCall, Category, Severity
+from guardrail.model import Category, Severity
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -97,9 +97,7 @@ def recall(expected_file: Path, settings: Settings, catalogue: Catalogue) -> Rec
             result.total[label] += 1
             result.sources[name] += 1
             try:
-                if isinstance(document, InvalidEventError):
-                    raise document
-                call = document if isinstance(document, ApiCall) else parse_event(document)
+                call = call_of(document)
                 verdict = classify(call, settings, catalogue)
             except InvalidEventError as exc:
                 result.invalid.append((key, str(exc)))
@@ -129,11 +127,10 @@ def coverage(catalogue: Catalogue, table: ActionTable | None = None) -> Coverage
     generic: Counter[str] = Counter()
     words = catalogue.generic.words if catalogue.generic is not None else None
     for prefix in table.prefixes():
+        service = partial(str, prefix)  # the prefix, as the callable meaning_of asks for
         for name, info in table.actions(prefix).items():
             by_access[info.access.value] += 1
-            meaning = words.meaning_of_name(name, info) if words is not None else None
-            if meaning is not None and words is not None and prefix in words.protective_services:
-                meaning = Meaning.WEAKENS
+            meaning = words.meaning_of(name, info, service) if words is not None else None
             if meaning is not None:
                 generic[meaning.value] += 1
     calls = {(r.source, n) for r in catalogue.rules for n in r.names}
@@ -160,9 +157,7 @@ def unknown_actions(paths: list[Path], table: ActionTable | None = None) -> tupl
     for path in event_files(paths):
         for _, document in read_documents(path, parse_envelopes=True):
             try:
-                if isinstance(document, InvalidEventError):
-                    continue
-                call = document if isinstance(document, ApiCall) else parse_event(document)
+                call = call_of(document)
             except InvalidEventError:
                 continue
             read += 1

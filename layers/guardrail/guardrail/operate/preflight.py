@@ -96,10 +96,14 @@ def preflight(
 ) -> Preflight:
     identity = aws.sts.get_caller_identity()
     report = Preflight(source=source, account=identity["Account"], region=region)
+    from guardrail.respond.check import deployed_rules
+
     _principals(aws, settings, report)
     _trail(aws, report)
-    _routing(aws, settings, responder_arn, report)
-    _environments(aws, settings, responder_arn, report)
+    # The stack's rules, listed once for both the routing check and the environments' AgentWrites.
+    deployed = deployed_rules(aws, settings) if responder_arn is not None else None
+    _routing(aws, settings, responder_arn, deployed, report)
+    _environments(settings, deployed, report)
     if settings.dry_run:
         report.findings.append(
             Finding(
@@ -114,20 +118,12 @@ def preflight(
     return report
 
 
-def _pages(call: Any, key: str, **kwargs: Any) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-    while True:
-        page = call(**kwargs)
-        found += page.get(key, [])
-        if not page.get("IsTruncated"):
-            return found
-        kwargs["Marker"] = page["Marker"]
-
-
 def _principals(aws: AwsClients, settings: Settings, report: Preflight) -> None:
     iam = aws.iam
-    candidates = [(PrincipalKind.ROLE, r["Arn"], r["RoleName"]) for r in _pages(iam.list_roles, "Roles")] + [
-        (PrincipalKind.USER, u["Arn"], u["UserName"]) for u in _pages(iam.list_users, "Users")
+    roles = (r for page in iam.get_paginator("list_roles").paginate() for r in page["Roles"])
+    users = (u for page in iam.get_paginator("list_users").paginate() for u in page["Users"])
+    candidates = [(PrincipalKind.ROLE, r["Arn"], r["RoleName"]) for r in roles] + [
+        (PrincipalKind.USER, u["Arn"], u["UserName"]) for u in users
     ]
     for kind, arn, name in candidates:
         principal = Principal(kind, arn, report.account, name, issuer_arn=arn)
@@ -171,7 +167,13 @@ def _trail(aws: AwsClients, report: Preflight) -> None:
         report.findings.append(Finding(OK, "trail", f"a trail logs management events in {report.region}"))
 
 
-def _routing(aws: AwsClients, settings: Settings, responder_arn: str | None, report: Preflight) -> None:
+def _routing(
+    aws: AwsClients,
+    settings: Settings,
+    responder_arn: str | None,
+    deployed: dict[str, dict[str, Any]] | None,
+    report: Preflight,
+) -> None:
     from guardrail.respond.check import Deployment, routing_drift
 
     if responder_arn is None:
@@ -179,7 +181,7 @@ def _routing(aws: AwsClients, settings: Settings, responder_arn: str | None, rep
             Finding(WARNING, "routing", "not checked: give --stack (or GUARDRAIL_RESPONDER_FUNCTION_ARN)")
         )
         return
-    problems = routing_drift(aws, settings, Deployment(responder_arn, (), report.region))
+    problems = routing_drift(aws, settings, Deployment(responder_arn, (), report.region), deployed)
     if problems:
         report.findings += [Finding(ERROR, "routing", p) for p in problems]
     else:
@@ -188,10 +190,10 @@ def _routing(aws: AwsClients, settings: Settings, responder_arn: str | None, rep
         )
 
 
-def _environments(aws: AwsClients, settings: Settings, responder_arn: str | None, report: Preflight) -> None:
+def _environments(settings: Settings, deployed: dict[str, dict[str, Any]] | None, report: Preflight) -> None:
     from guardrail.respond.check import agent_writes_routed
 
-    routed = agent_writes_routed(aws, settings) if responder_arn is not None else None
+    routed = agent_writes_routed(deployed) if deployed is not None else None
     accounts = dict(settings.account_environments)
     accounts.setdefault(report.account, settings.environment_of(report.account))
     for account, environment in sorted(accounts.items()):

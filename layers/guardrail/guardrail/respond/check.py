@@ -192,7 +192,7 @@ def _routing_drift(rt: Runtime, deployment: Deployment) -> list[str]:
     return routing_drift(rt.aws, rt.settings, deployment)
 
 
-def _deployed_rules(aws: AwsClients, settings: Settings) -> dict[str, dict[str, Any]]:
+def deployed_rules(aws: AwsClients, settings: Settings) -> dict[str, dict[str, Any]]:
     """The stack's rules on the default bus, by their pattern (canonical JSON)."""
     events = aws.events
     deployed: list[dict[str, Any]] = []
@@ -210,24 +210,31 @@ def _deployed_rules(aws: AwsClients, settings: Settings) -> dict[str, dict[str, 
     }
 
 
-def agent_writes_routed(aws: AwsClients, settings: Settings) -> bool:
-    """Whether the optional AgentWrites rule is deployed and enabled (template parameter RouteAgentWrites)."""
+def agent_writes_routed(deployed: dict[str, dict[str, Any]]) -> bool:
+    """Whether the optional AgentWrites rule is among the `deployed` rules (deployed_rules) and enabled
+    (template parameter RouteAgentWrites)."""
     from guardrail.detect.catalogue import default_catalogue
     from guardrail.detect.routing import all_patterns
 
     pattern = all_patterns(default_catalogue())["AgentWrites"]
-    rule = _deployed_rules(aws, settings).get(json.dumps(pattern, sort_keys=True))
+    rule = deployed.get(json.dumps(pattern, sort_keys=True))
     return rule is not None and rule.get("State") in _ENABLED
 
 
-def routing_drift(aws: AwsClients, settings: Settings, deployment: Deployment) -> list[str]:
+def routing_drift(
+    aws: AwsClients,
+    settings: Settings,
+    deployment: Deployment,
+    deployed: dict[str, dict[str, Any]] | None = None,
+) -> list[str]:
     """Every generated routing rule exists on the default bus with its pattern, is enabled, and targets the
-    responder. The optional rules (off by template parameter) are checked only where they exist."""
+    responder. The optional rules (off by template parameter) are checked only where they exist.
+    `deployed`: the rules as deployed_rules listed them, when the caller has them already."""
     from guardrail.detect.catalogue import default_catalogue
     from guardrail.detect.routing import OPTIONAL_RULES, all_patterns
 
     events = aws.events
-    by_pattern = _deployed_rules(aws, settings)
+    by_pattern = deployed if deployed is not None else deployed_rules(aws, settings)
     problems = []
     for name, pattern in all_patterns(default_catalogue()).items():
         rule = by_pattern.get(json.dumps(pattern, sort_keys=True))
