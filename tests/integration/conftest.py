@@ -64,13 +64,15 @@ def account() -> Iterator[EmbeddedAws]:
 
 @pytest.fixture
 def make_responder(account: EmbeddedAws) -> Iterator[Any]:
-    def build(env: dict[str, str] | None = None, session: boto3.session.Session | None = None) -> Responder:
+    def build(
+        env: dict[str, str] | None = None, session: boto3.session.Session | None = None, config: Any = None
+    ) -> Responder:
         session = session or account.session()
         recorder = CallRecorder()
         recorder.attach(session)
         runtime = Runtime(
             settings=Settings.from_env({**account.settings_env, **(env or {})}),
-            aws=AwsClients(session=session),
+            aws=AwsClients(session=session, config=config),
         )
         use_runtime(runtime)
         return Responder(account, runtime, recorder, load_handler())

@@ -64,13 +64,13 @@ def test_contained_role_session_is_denied_and_release_restores_it(responder: Res
     assert policies == ["AgentPermissions"]  # exactly what containment added is gone, nothing else
     assert "guardrail:incident" not in {t["Key"] for t in iam.list_role_tags(RoleName="AIAgentRole")["Tags"]}
     trail = responder.runtime.store.audit.trail(incident.id)
-    assert [a["kind"] for a in trail] == ["contain", "release"]
+    assert [a["kind"] for a in trail] == ["contain", "damage_report", "release"]
     assert trail[0]["details"]["principal"] == event["detail"]["userIdentity"]["arn"]
     assert trail[0]["details"]["event_ids"] == [event["detail"]["eventID"]]
     assert trail[0]["details"]["containment_ms"] == summary["containment_ms"]
     contain_actions = trail[0]["details"]["actions"]
     assert all(a["request_ids"] and a["request_ids"][0] for a in contain_actions)
-    assert trail[1]["actor"] == "jane@example.com"
+    assert trail[2]["actor"] == "jane@example.com"
 
 
 def test_iam_user_keys_are_deactivated_and_only_those_reactivated(responder: Responder) -> None:

@@ -59,8 +59,11 @@ def test_sns_subscribers_get_json_email_text_and_filterable_attributes(responder
     responder.agent(event)
     summary = responder(event)
 
-    (delivered,) = _drain(responder.aws, inbox)
+    delivered, damage = _drain(responder.aws, inbox)
     assert delivered["Subject"] == "[CRITICAL][CONTAINED] AIAgentRole: StopLogging"
+    # Then, after the containment and its message, the damage report in a message of its own.
+    assert damage["Subject"] == "[CRITICAL][CONTAINED][DAMAGE] AIAgentRole: StopLogging"
+    assert json.loads(damage["Message"])["damage"]["counts"]["undo"] == 1
     document = json.loads(delivered["Message"])
     assert (document["schema"], document["version"], document["kind"]) == (
         "guardrail-responder/incident",
@@ -73,7 +76,7 @@ def test_sns_subscribers_get_json_email_text_and_filterable_attributes(responder
     attributes = {k: v["Value"] for k, v in delivered["MessageAttributes"].items()}
     assert attributes == {"severity": "critical", "category": "guardrail_tampering", "decision": "contain",
                           "status": "contained", "kind": "incident", "environment": "production", "account": ACCOUNT}  # fmt: skip
-    (params,) = published
+    params, _ = published  # the incident, then its damage report
     email = json.loads(params["Message"])["email"]
     assert "WHAT WAS DONE\n  CONTAINED" in email
     assert "RELEASE (after investigation)" in email
@@ -98,8 +101,8 @@ def test_later_events_are_summarised_at_most_once_a_minute(responder: Responder)
     )  # within the next minute: counted only
 
     messages = [json.loads(m["Message"]) for m in _drain(responder.aws, inbox)]
-    assert [m["kind"] for m in messages] == ["incident", "update"]
-    update = messages[1]
+    assert [m["kind"] for m in messages] == ["incident", "damage", "update"]
+    update = messages[2]
     assert update["counts"]["since_last_update"] == 58
     assert update["counts"]["by_event_name"] == {"DeleteObjects": 57, "DeleteTable": 1}
     # The lock keeps whole seconds, so the window reads 63 or 64 s.
@@ -136,7 +139,7 @@ def test_release_is_announced(responder: Responder) -> None:
     responder(critical())
     release(f"arn:aws:iam::{ACCOUNT}:role/AIAgentRole", "reviewed: safe", "jane", responder.runtime)
     kinds = [json.loads(m["Message"])["kind"] for m in _drain(responder.aws, inbox)]
-    assert kinds == ["incident", "release"]
+    assert kinds == ["incident", "damage", "release"]
 
 
 def test_notify_decisions_are_reported_once_per_finding(responder: Responder) -> None:
@@ -263,10 +266,11 @@ def test_replay_previews_alerts_in_a_slack_webhook(slack: FakeSlack) -> None:
     results = replay(
         [EVENTS / "rules" / "kms.key-deletion-scheduled.json"], slack_webhook=slack.url + "/hook"
     )
-    (notification,) = results[0]["notifications"]
-    assert notification["slack"] == "posted"
+    notification, damage = results[0]["notifications"]
+    assert notification["slack"] == damage["slack"] == "posted"
     assert notification["subject"] == "[CRITICAL][CONTAINED] AIAgentRole: ScheduleKeyDeletion"
-    assert len(slack.requests) == 1
+    assert damage["subject"] == "[CRITICAL][CONTAINED][DAMAGE] AIAgentRole: ScheduleKeyDeletion"
+    assert len(slack.requests) == 2
 
 
 def test_notifier_refuses_an_unreadable_message_loudly(
@@ -290,3 +294,25 @@ def test_notifier_refuses_an_unreadable_message_loudly(
         with caplog.at_level(logging.ERROR), pytest.raises(InvalidEventError, match=reason):
             invoke(handler, {"Records": [record]})
         assert "unreadable incident message" in caplog.text
+
+
+def test_bot_mode_posts_the_damage_report_in_the_incidents_thread(
+    slack: FakeSlack, make_responder: Any
+) -> None:
+    responder = make_responder()
+    event = critical("rules/cloudtrail.logging-stopped.json")
+    responder.agent(event)
+    responder(event)
+    incident, damage = responder.aws.published()  # as the topic delivered them to its subscribers
+    assert (incident["kind"], damage["kind"]) == ("incident", "damage")
+    threads = SlackThreads(responder.aws.session().client("dynamodb"), "guardrail-state")
+    bot = BotDelivery("xoxb-test-token", "C0123", threads, api_url=slack.url + "/api/")
+    bot.deliver(incident)
+    bot.deliver(damage)
+    assert slack.paths() == ["/api/chat.postMessage", "/api/chat.postMessage"]  # a reply, no edit
+    reply = slack.requests[1]["payload"]
+    assert reply["thread_ts"] == "1700000001.000100"
+    blocks = json.dumps(reply["blocks"])
+    assert "What the agent changed" in blocks
+    assert "StopLogging" in blocks
+    assert "Start logging again" in blocks

@@ -63,9 +63,10 @@ def test_a_burst_of_refused_calls_contains_the_agent_in_production(make_responde
     assert "access_denied_spike: 10 refused calls in 5 min (threshold 10)" in tenth["reason"]
     assert agent_is_denied(agent)
 
-    (message,) = responder.aws.published()
-    assert message["status"] == "contained"
+    message, damage = responder.aws.published()
+    assert (message["kind"], message["status"]) == ("incident", "contained")
     assert message["thresholds"] == tenth["thresholds"]
+    assert damage["kind"] == "damage"
 
 
 def test_counts_older_than_the_window_do_not_count(make_responder: Any) -> None:
@@ -153,8 +154,12 @@ def test_development_reports_deletions_and_contains_a_volume_spike(make_responde
     assert (hit["name"], hit["count"]) == ("destructive_volume", 20)
     assert outcomes[19]["severity"] == "critical"
     assert agent_is_denied(agent)
-    # One report, then one containment: two messages, not twenty.
-    assert [m["status"] for m in responder.aws.published()] == ["reported", "contained"]
+    # One report, then one containment and its damage report: three messages, not twenty.
+    assert [(m["kind"], m["status"]) for m in responder.aws.published()] == [
+        ("incident", "reported"),
+        ("incident", "contained"),
+        ("damage", "contained"),
+    ]
 
 
 def test_development_allows_deleting_an_ephemeral_instance(make_responder: Any) -> None:
@@ -192,7 +197,11 @@ def test_sandbox_lets_agents_destroy_and_contains_logging_tampering(make_respond
     for i in range(30):
         outcome = responder(at("rules/s3.bucket-deleted.json", START + timedelta(seconds=i)))
         assert outcome["status"] == "ignored"
-    assert responder.calls == []  # no window, no report: no AWS call at all
+    # No window, no report: nothing but each call's line in the agent's flight record.
+    assert [(c["service"], c["operation"]) for c in responder.calls] == [("dynamodb", "PutItem")] * 30
+    flights = [i for i in table_items(responder) if i["pk"]["S"].startswith("FLIGHT#")]
+    assert len(flights) == 30
+    assert {i["event_name"]["S"] for i in flights} == {"DeleteBucket"}
     escalation = responder(at("rules/iam.admin-policy-attached.json", START))
     assert (escalation["status"], escalation["decision"]) == ("reported", "notify")
     tampering = responder(at("rules/cloudtrail.logging-stopped.json", START))

@@ -288,6 +288,7 @@ def test_no_write_on_every_resource_and_iam_writes_only_on_agents(
     template: dict[str, Any], function: str
 ) -> None:
     from guardrail.detect.lifecycle import LIFECYCLE_PERMISSIONS  # noqa: PLC0415
+    from guardrail.respond.investigate import LOOKUP_PERMISSIONS  # noqa: PLC0415
     from guardrail.respond.organizations import DIRECTORY_PERMISSIONS, MEMBER_PERMISSIONS  # noqa: PLC0415
 
     for statement in _statements(template, function):
@@ -303,7 +304,7 @@ def test_no_write_on_every_resource_and_iam_writes_only_on_agents(
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
         if statement["Resource"] == "*":
             # Only the lookups, which are reads without resource-level permissions.
-            assert set(actions) <= set(LIFECYCLE_PERMISSIONS), (
+            assert set(actions) <= set(LIFECYCLE_PERMISSIONS) | set(LOOKUP_PERMISSIONS), (
                 f"{function}: {statement.get('Sid')} on every resource"
             )
         if statement["Effect"] == "Allow" and any(a.startswith("iam:") for a in actions):
@@ -630,3 +631,53 @@ def test_the_scheduled_check_holds_exactly_what_it_declares(template: dict[str, 
     created = {k for k, v in template["Resources"].items() if v["Type"] == "AWS::CloudWatch::Alarm"}
     # Every alarm but the check's own two is checked for (those would report their own absence).
     assert named == created - {"DriftAlarm", "CheckerErrorsAlarm"}
+
+
+def _conditional(template: dict[str, Any], function: str, sid: str) -> tuple[str, dict[str, Any]]:
+    """A statement granted only under a condition: (the condition, the statement)."""
+    for policy in template["Resources"][function]["Properties"].get("Policies", []):
+        for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
+            if "If" in statement and statement["If"][1].get("Sid") == sid:
+                return statement["If"][0], statement["If"][1]
+    raise AssertionError(f"{function} has no conditional statement {sid}")
+
+
+def test_after_the_stop_permissions_are_exactly_what_the_code_declares(template: dict[str, Any]) -> None:
+    from guardrail.respond.investigate import LOOKUP_PERMISSIONS  # noqa: PLC0415
+    from guardrail.respond.undo import heal_permissions  # noqa: PLC0415
+
+    condition, lookup = _conditional(template, "ResponderFunction", "ReadCloudTrailEventHistory")
+    assert condition == "LooksUpCloudTrail"
+    assert {lookup["Action"]} == set(LOOKUP_PERMISSIONS)
+    healing: set[str] = set()
+    for sid in ("TurnBackOnWhatAgentsTurnedOff", "ReEnableOwnRules"):
+        condition, statement = _conditional(template, "ResponderFunction", sid)
+        assert condition == "RestoresItself"  # nothing is granted while AutoRestore is empty (the default)
+        actions = statement["Action"]
+        healing |= set(actions if isinstance(actions, list) else [actions])
+    assert healing == heal_permissions()
+    _, own_rules = _conditional(template, "ResponderFunction", "ReEnableOwnRules")
+    assert own_rules["Resource"] == {
+        "Sub": "arn:${AWS::Partition}:events:*:${AWS::AccountId}:rule/${AWS::StackName}-*"
+    }
+    conditions = template["Conditions"]
+    assert conditions["RestoresItself"] == {
+        "Not": [
+            {"Or": [{"Equals": [{"Ref": "AutoRestore"}, ""]}, {"Equals": [{"Ref": "AutoRestore"}, "none"]}]}
+        ]
+    }
+    assert template["Parameters"]["AutoRestore"]["Default"] == ""
+
+
+def test_auto_restore_parameter_accepts_exactly_the_kinds_the_settings_know(template: dict[str, Any]) -> None:
+    import re  # noqa: PLC0415
+
+    from guardrail.model import AutoRestore  # noqa: PLC0415
+    from guardrail.settings import Settings  # noqa: PLC0415
+
+    pattern = re.compile(template["Parameters"]["AutoRestore"]["AllowedPattern"])
+    for value in ("", "none", "all", ",".join(AutoRestore), "trail-logging", "guardduty,bucket-versioning"):
+        assert pattern.match(value), value
+        Settings.from_env({"GUARDRAIL_AUTO_RESTORE": value})  # and the responder reads it
+    for value in ("trail", "all,guardduty", "trail-logging,", "delete-everything"):
+        assert not pattern.match(value), value

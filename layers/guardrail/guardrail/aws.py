@@ -33,11 +33,13 @@ class AwsClients:
     """The clients the responder uses, each built on first use from one boto3 session."""
 
     session: boto3.session.Session | None = None
+    config: Any = None  # a botocore Config for every client but the lookups (tests against a slow server)
     _cache: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def _client(self, service: str, region: str | None = None) -> Any:
-        name = f"{service}@{region}" if region else service
+    def _client(self, service: str, region: str | None = None, *, lookup: bool | None = None) -> Any:
+        lookup = bool(region) if lookup is None else lookup
+        name = f"{service}@{region}{'?' if lookup else ''}" if region else service
         client = self._cache.get(name)
         if client is None:
             with self._lock:
@@ -47,10 +49,14 @@ class AwsClients:
                         import boto3
 
                         self.session = boto3.session.Session()
-                    config = client_config(lookup=bool(region))
+                    config = client_config(lookup=lookup) if lookup or self.config is None else self.config
                     client = self.session.client(service, region_name=region, config=config)  # type: ignore[call-overload]
                     self._cache[name] = client
         return client
+
+    def client(self, service: str, region: str) -> Any:
+        """Any service in one region, with the responder's usual retries: what a recovery step calls."""
+        return self._client(service, region, lookup=False)
 
     def ec2_in(self, region: str) -> EC2Client:
         """EC2 in one region, for lookups (short timeouts): events come from every region."""

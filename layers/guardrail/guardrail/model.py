@@ -80,6 +80,18 @@ class RecordKind(StrEnum):
     OTHER = "other CloudTrail record"  # Insights and any detail-type CloudTrail adds later: read, benign
 
 
+class AutoRestore(StrEnum):
+    """What the responder may put back by itself right after containing an agent (GUARDRAIL_AUTO_RESTORE):
+    only what turns logging, detection or protection off, never anything that deletes or creates."""
+
+    TRAIL_LOGGING = "trail-logging"
+    EVENT_SELECTORS = "event-selectors"
+    GUARDDUTY = "guardduty"
+    CONFIG_RECORDER = "config-recorder"
+    RESPONDER_RULES = "responder-rules"
+    BUCKET_VERSIONING = "bucket-versioning"
+
+
 class PrincipalKind(StrEnum):
     ROLE = "role"  # an IAM role, or an assumed-role session of one
     USER = "user"  # an IAM user
@@ -89,6 +101,9 @@ class PrincipalKind(StrEnum):
     SERVICE = "service"  # an AWS service principal acting on its own
     FEDERATED = "federated"  # GetFederationToken sessions
     UNKNOWN = "unknown"
+
+
+READ_PREFIXES = ("Get", "List", "Describe", "Head", "BatchGet", "Query", "Scan", "Lookup", "Search")
 
 
 # Principal, ApiCall (and detect's Verdict) are values: nothing mutates them, and a changed one is a copy
@@ -146,8 +161,16 @@ class ApiCall:
     request_id: str | None = None
     delivered_by: str | None = None  # the EventBridge envelope's account: who put the event on the bus
     delivered_from: str | None = None  # the envelope's source (aws.<service> when AWS delivered it)
-    response: dict[str, object] | None = None  # responseElements, where a rule reads it (sign-in outcome)
+    response: dict[str, object] | None = None  # responseElements read: a sign-in's outcome, a deletion date
     additional: dict[str, object] | None = None  # additionalEventData (MFAUsed on a sign-in)
     kind: RecordKind = RecordKind.API_CALL
     # What CloudTrail left out and was filled in (eventID from the envelope, no userIdentity...): reported.
     gaps: tuple[str, ...] = ()
+    resources: tuple[str, ...] = ()  # the ARNs CloudTrail's `resources` names (KMS keys, S3 objects...)
+
+    @property
+    def is_read(self) -> bool:
+        """A call that only reads: as CloudTrail says (readOnly), else as its name says."""
+        if self.read_only is not None:
+            return self.read_only
+        return self.event_name.startswith(READ_PREFIXES)

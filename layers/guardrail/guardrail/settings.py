@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from guardrail.environments import Policies, default_policies, load_policies
 from guardrail.errors import ConfigurationError
-from guardrail.model import Environment, Severity
+from guardrail.model import AutoRestore, Environment, Severity
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -110,6 +110,13 @@ class Settings:
     # What every physical name of the responder's own resources starts with (CloudFormation names them
     # "<stack name>-<logical id>-<suffix>"): its rules, functions, roles, topic, queues, table, alarms.
     own_name_prefix: str = DEFAULT_OWN_NAME_PREFIX
+    # After a stop (docs/investigate.md): how long each agent's flight record is kept; how far back the damage
+    # report on a containment looks, and whether it also asks CloudTrail's event history; what the
+    # responder puts back by itself.
+    flight_days: int = 30
+    lookup_cloudtrail: bool = False
+    damage_hours: int = 3
+    auto_restore: frozenset[AutoRestore] = frozenset()
 
     @cached_property
     def _source_identities(self) -> re.Pattern[str] | None:
@@ -248,6 +255,31 @@ class Settings:
                     problems.append(f"{name}: {item!r} is not a 12-digit account id")
             return items
 
+        def number(name: str, default: int, low: int, high: int) -> int:
+            raw = text(name)
+            if raw is None:
+                return default
+            if not raw.isdigit() or not low <= int(raw) <= high:
+                problems.append(f"{name}: {raw!r} is not a whole number from {low} to {high}")
+                return default
+            return int(raw)
+
+        def restores() -> frozenset[AutoRestore]:
+            raw = (text("GUARDRAIL_AUTO_RESTORE") or "").lower()
+            if raw in ("", "none", "off", "false"):
+                return frozenset()
+            if raw == "all":
+                return frozenset(AutoRestore)
+            kinds = set()
+            for item in (p.strip() for p in raw.split(",") if p.strip()):
+                try:
+                    kinds.add(AutoRestore(item))
+                except ValueError:
+                    problems.append(
+                        f"GUARDRAIL_AUTO_RESTORE: {item!r} is not one of {', '.join(AutoRestore)} (or all, none)"
+                    )
+            return frozenset(kinds)
+
         agents = patterns("GUARDRAIL_AGENT_PRINCIPALS", DEFAULT_AGENT_PRINCIPALS)
         if not agents.patterns:
             problems.append("GUARDRAIL_AGENT_PRINCIPALS: empty, so no principal would ever be contained")
@@ -277,6 +309,10 @@ class Settings:
             organization_id=text("GUARDRAIL_ORGANIZATION_ID"),
             environment_tag=text("GUARDRAIL_ENVIRONMENT_TAG"),
             own_name_prefix=env.get("GUARDRAIL_OWN_NAME_PREFIX", DEFAULT_OWN_NAME_PREFIX).strip(),
+            flight_days=number("GUARDRAIL_FLIGHT_DAYS", 30, 1, 365),
+            lookup_cloudtrail=boolean("GUARDRAIL_LOOKUP_CLOUDTRAIL", False),
+            damage_hours=number("GUARDRAIL_DAMAGE_HOURS", 3, 1, 24 * 90),
+            auto_restore=restores(),
         )
         if settings.organization_id and not _ORGANIZATION_ID.match(settings.organization_id):
             problems.append(

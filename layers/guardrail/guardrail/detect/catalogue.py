@@ -405,14 +405,14 @@ def _generic(section: object, seen: set[str]) -> tuple[Generic | None, dict[Mean
     return Generic(words), rules
 
 
-def load_yaml(text: str) -> object:
+def load_yaml(text: str, name: str = "rules.yaml") -> object:
     import yaml
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
         return yaml.load(text, Loader=loader)  # noqa: S506  (a safe loader)
     except yaml.YAMLError as exc:
-        raise CatalogueError(f"rules.yaml is not valid YAML: {exc}") from None
+        raise CatalogueError(f"{name} is not valid YAML: {exc}") from None
 
 
 @cache

@@ -71,6 +71,8 @@ class ResponseElements(_Lenient):
     """Only what a rule reads: a response can be large (RunInstances), and the rest is never parsed."""
 
     console_login: str | None = Field(None, alias="ConsoleLogin")
+    # When a KMS key or a secret scheduled for deletion goes for good: the damage report's deadline.
+    deletion_date: str | None = Field(None, alias="deletionDate", max_length=64)
 
 
 class AdditionalEventData(_Lenient):
@@ -91,6 +93,8 @@ class CloudTrailRecord(_Lenient):
     user_identity: UserIdentity | None = Field(None, alias="userIdentity")
     response_elements: ResponseElements | None = Field(None, alias="responseElements")
     additional_event_data: AdditionalEventData | None = Field(None, alias="additionalEventData")
+    # Read as it comes (some producers write strings here): only the ARNs of its objects are used.
+    resources: list[Any] | None = Field(None, max_length=1000)
     source_ip_address: str | None = Field(None, alias="sourceIPAddress")
     user_agent: str | None = Field(None, alias="userAgent")
     request_parameters: dict[str, Any] | None = Field(None, alias="requestParameters")
@@ -374,15 +378,30 @@ def api_call_of(
         record.request_id,
         envelope_account,
         envelope.source if envelope is not None else None,
-        {"ConsoleLogin": response.console_login}
-        if response is not None and response.console_login is not None
-        else None,
+        _response_of(response) if response is not None else None,
         {"MFAUsed": additional.mfa_used}
         if additional is not None and additional.mfa_used is not None
         else None,
         kind,
         gaps,
+        _resource_arns(record.resources) if record.resources else (),
     )
+
+
+def _resource_arns(resources: list[Any]) -> tuple[str, ...]:
+    return tuple(
+        r["ARN"][:2048] for r in resources[:20] if isinstance(r, dict) and isinstance(r.get("ARN"), str)
+    )
+
+
+def _response_of(response: ResponseElements) -> dict[str, object] | None:
+    """The few response fields anything reads: a sign-in's outcome, a deletion's date."""
+    found: dict[str, object] = {}
+    if response.console_login is not None:
+        found["ConsoleLogin"] = response.console_login
+    if response.deletion_date is not None:
+        found["deletionDate"] = response.deletion_date
+    return found or None
 
 
 def _filled(

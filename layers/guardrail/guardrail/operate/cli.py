@@ -57,6 +57,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reason", required=True, help="why it is safe for the principal to act again")
     p.add_argument("--released-by", help="who releases (default: the caller's AWS identity)")
 
+    p = commands.add_parser(
+        "investigate",
+        help="the damage report: what an agent changed, what can be recovered, how, and until when",
+    )
+    p.add_argument("incident", nargs="?", help="the incident id (GR-...)")
+    p.add_argument("--principal", help="instead of an incident: a role, user or assumed-role ARN")
+    p.add_argument("--hours", type=int, default=3, help="how far back to look (before the incident opened)")
+    p.add_argument(
+        "--cloudtrail",
+        action="store_true",
+        help="also ask CloudTrail's event history (LookupEvents) for calls the routes did not deliver",
+    )
+    p.add_argument("--region", help="the region whose event history to ask (default: the incident's)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = commands.add_parser(
+        "undo", help="print the recovery plan of an incident; --apply carries out its safe steps (audited)"
+    )
+    p.add_argument("incident", help="the incident id (GR-...)")
+    p.add_argument("--hours", type=int, default=3, help="how far back to look (before the incident opened)")
+    p.add_argument("--apply", action="store_true", help="carry out the plan's steps, one by one")
+
     p = commands.add_parser("incidents", help="list open and recent incidents from the state table")
     p.add_argument("--json", action="store_true", help="print one JSON array")
     p.add_argument("--limit", type=int, default=50)
@@ -138,6 +160,17 @@ def main(argv: list[str] | None = None) -> int:
             return release_command(args.principal, args.reason, args.released_by)
         if args.command == "incidents":
             return incidents_command(as_json=args.json, limit=args.limit)
+        if args.command == "investigate":
+            return investigate_command(
+                args.incident,
+                args.principal,
+                args.hours,
+                cloudtrail=args.cloudtrail,
+                region=args.region,
+                as_json=args.json,
+            )
+        if args.command == "undo":
+            return undo_command(args.incident, args.hours, apply=args.apply)
         if args.command == "patterns":
             return patterns_command(write=args.write)
         if args.command == "rules":
@@ -229,6 +262,49 @@ def release_command(principal: str, reason: str, released_by: str | None) -> int
     for action in incident.release_actions:
         print(f"  undone: {action['action']} {json.dumps(action.get('details') or {})}")
     return 0
+
+
+def investigate_command(
+    incident_id: str | None,
+    principal: str | None,
+    hours: int,
+    *,
+    cloudtrail: bool = False,
+    region: str | None = None,
+    as_json: bool = False,
+) -> int:
+    from guardrail.operate.investigation import damage_of, subject_of
+    from guardrail.report.damage import report_text
+
+    if bool(incident_id) == bool(principal):
+        raise GuardrailError("name an incident id or --principal ARN (one of them)")
+    rt = _operator_runtime()
+    subject = subject_of(rt, incident_id, principal)
+    report = damage_of(rt, subject, hours, rt.clock(), cloudtrail=cloudtrail, region=region)
+    print(
+        json.dumps(report.to_dict(), indent=2) if as_json else report_text(report),
+        end="\n" if as_json else "",
+    )
+    return 0
+
+
+def undo_command(incident_id: str, hours: int, *, apply: bool) -> int:
+    from guardrail.operate.investigation import damage_of, plan_text, run_undo, subject_of
+    from guardrail.respond.undo import plan_of
+
+    rt = _operator_runtime()
+    subject = subject_of(rt, incident_id, None)
+    now = rt.clock()
+    plan = plan_of(damage_of(rt, subject, hours, now))
+    print(plan_text(plan, now), end="")
+    if not apply:
+        if plan.steps:
+            print(
+                f"\nnothing was changed; to carry out steps 1-{len(plan.steps)}: guardrail undo {incident_id} --apply"
+            )
+        return 0
+    print()
+    return run_undo(rt, subject, plan, now, sys.stdout)
 
 
 def incidents_command(*, as_json: bool, limit: int) -> int:
@@ -385,9 +461,49 @@ def render_rules(catalogue: Catalogue, recall_file: Path | None = None) -> str:
             f"| {rule.attack} | {rule.why} | {rule.fix} |"
         )
     lines += _generic_lines(catalogue)
+    lines += _recovery_lines()
     if recall_file is not None:
         lines += _recall_lines(catalogue, recall_file)
     return "\n".join(lines) + "\n"
+
+
+def _recovery_lines() -> list[str]:
+    """The recovery book (data/recovery.yaml): what the damage report says of each call, and undo does."""
+    from guardrail.detect.recovery import default_book
+
+    lines = [
+        "",
+        "## Recovery",
+        "",
+        "What the damage report (`guardrail investigate`, and the report sent after a containment) says can",
+        "still be done about an agent's call, from `layers/guardrail/guardrail/data/recovery.yaml`; each entry",
+        "was checked against the AWS page it links. **undo**: `guardrail undo --apply` runs the steps (only",
+        "calls that put something back); **by hand**: recoverable, a person decides how; **lost**: it cannot be",
+        "undone. A deadline comes from the date the response names, else from the window the request set.",
+        "**heals**: the `GUARDRAIL_AUTO_RESTORE` kind under which the responder runs the steps itself right",
+        "after containing the agent. A call not listed here is reported as *no recovery known*.",
+        "",
+        "| call | when | outcome | how | steps | deadline | heals | checked against |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for entry in default_book().entries:
+        source, name = entry.call.split(":")
+        when = "; ".join(f"`{k}` in {list(v)}" if len(v) > 1 else f"`{k}` = `{v[0]}`" for k, v in entry.when)
+        steps = "<br>".join(f"`{s.call}`" for s in entry.steps) or "-"
+        deadline = "-"
+        if entry.deadline is not None:
+            parts = [
+                f"`{entry.deadline.date}`" if entry.deadline.date else "",
+                f"`{entry.deadline.days}` days" if entry.deadline.days else "",
+            ]
+            default = f"{entry.deadline.default_days} days" if entry.deadline.default_days else ""
+            deadline = ", else ".join(p for p in (*parts, default) if p)
+        lines.append(
+            f"| {source.removesuffix('.amazonaws.com')}: {name} | {when or 'always'} | {entry.outcome.value} "
+            f"| {entry.how} | {steps} | {deadline} | {entry.heal.value if entry.heal else '-'} "
+            f"| [AWS docs]({entry.source}) |"
+        )
+    return lines
 
 
 def _generic_lines(catalogue: Catalogue) -> list[str]:
@@ -573,6 +689,9 @@ def render_result(result: dict[str, Any], title: str | None = None) -> str:
     for notification in result.get("notifications") or []:
         slack = f"  (slack: {notification['slack']})" if notification.get("slack") else ""
         lines.append(f"  published: {notification['subject']}{slack}")
+        damage = (notification.get("message") or {}).get("damage")
+        if damage:
+            lines.extend(f"    | {line}".rstrip() for line in str(damage.get("text", "")).splitlines())
     if result["error"]:
         lines.append(f"  error: {result['error']}")
     if result["calls"]:

@@ -172,7 +172,8 @@ def incident_message(
     """The message every subscriber gets (as JSON) and every renderer starts from.
 
     kind: incident (the first of an incident, or a single report), update (later events of an open
-    incident, summarised), restored (a containment found changed and put back), release.
+    incident, summarised), restored (a containment found changed and put back), release, damage (the
+    damage report that follows a containment, report/damage.py).
     """
     call, principal = verdict.call, verdict.call.principal
     message: dict[str, Any] = {
@@ -226,7 +227,7 @@ def _event_doc(event_id: str, time: str, source: str, name: str) -> dict[str, An
     return {"id": event_id, "time": time, "source": source, "name": name, **dict.fromkeys(unknown)}
 
 
-def _record_message(incident: Incident, runbook_url: str | None, **fields: Any) -> dict[str, Any]:
+def record_message(incident: Incident, runbook_url: str | None, **fields: Any) -> dict[str, Any]:
     """A message about an incident built from its record alone (the triggering event is long gone): a
     release, or a containment put back by the scheduled check."""
     from guardrail.detect.catalogue import default_catalogue
@@ -281,7 +282,7 @@ def _record_message(incident: Incident, runbook_url: str | None, **fields: Any) 
 
 def release_message(incident: Incident, runbook_url: str | None = None) -> dict[str, Any]:
     """The release announcement."""
-    return _record_message(
+    return record_message(
         incident,
         runbook_url,
         kind="release",
@@ -300,7 +301,7 @@ def release_message(incident: Incident, runbook_url: str | None = None) -> dict[
 
 def restored_message(incident: Incident, summary: str, runbook_url: str | None = None) -> dict[str, Any]:
     """A containment the scheduled check found changed, and put back: always critical."""
-    return _record_message(
+    return record_message(
         incident,
         runbook_url,
         kind="restored",
@@ -382,7 +383,7 @@ def subject(message: dict[str, Any]) -> str:
     """[CRITICAL][CONTAINED] AIAgentRole: StopLogging, always under 100 characters."""
     who = message["principal"]["name"] or message["principal"]["arn"] or message["principal"]["kind"]
     prefix = f"[{message['severity'].upper()}][{outcome_label(message)}]"
-    if message["kind"] in ("update", "restored"):
+    if message["kind"] in ("update", "restored", "damage"):
         prefix += f"[{message['kind'].upper()}]"
     text = f"{prefix} {who}: {message['event']['name']}"
     return _one_line(text, SUBJECT_LIMIT)
@@ -413,6 +414,10 @@ def email_text(message: dict[str, Any]) -> str:
     if message["kind"] == "restored":
         summary = message["counts"].get("summary", "")
         lines += [f"CONTAINMENT CHANGED, incident {message['incident_id']}: {summary}", ""]
+    if message["kind"] == "damage":
+        damage = message.get("damage") or {}
+        lines += [str(damage.get("text", "")).rstrip(), ""]
+        lines += [f"PUT BACK BY THE RESPONDER: {what}" for what in damage.get("restored") or []]
     lines += [
         "WHAT HAPPENED",
         f"  {event['name']} ({event['source']}) on {event['target'] or 'an unnamed resource'}",

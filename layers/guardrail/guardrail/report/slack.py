@@ -88,6 +88,64 @@ def _containment_text(message: dict[str, Any]) -> str:
     return text
 
 
+_DAMAGE_ICONS = {
+    "undo": ":leftwards_arrow_with_hook:",
+    "by_hand": ":wrench:",
+    "lost": ":x:",
+    "unknown": ":grey_question:",
+    "failed": ":white_circle:",
+}
+DAMAGE_LINES = 12  # changes shown in Slack; the rest are counted (guardrail investigate lists them)
+
+
+def _damage_blocks(message: dict[str, Any]) -> list[Block]:
+    """The damage report: one line per change, what can be done and until when, grouped by resource."""
+    damage = message.get("damage") or {}
+    counts = damage.get("counts") or {}
+    blocks: list[Block] = [
+        _section(
+            f"*What the agent changed* (incident `{escape(message['incident_id'] or '')}`): "
+            f"{counts.get('undo', 0)} can be undone, {counts.get('by_hand', 0)} by hand, "
+            f"*{counts.get('lost', 0)} cannot be undone*, {counts.get('unknown', 0)} unknown"
+        )
+    ]
+    shown = 0
+    for group in damage.get("resources") or []:
+        rows = []
+        for change in group.get("changes") or []:
+            shown += 1
+            if shown > DAMAGE_LINES:
+                break
+            recovery = change.get("recovery") or {}
+            row = f"{_DAMAGE_ICONS.get(change['status'], '')} {change['time'][11:19]} {_code(change['name'], 80)}"
+            if change["status"] == "failed":
+                row += f" failed ({escape(change.get('error_code') or '')})"
+            elif recovery:
+                row += f": {escape(clip(recovery.get('how') or '', 300))}"
+                if recovery.get("deadline") and change["status"] in ("undo", "by_hand"):
+                    row += f" *Before {escape(recovery['deadline'])}*"
+            else:
+                row += ": no recovery known, check by hand"
+            rows.append(row)
+        if rows:
+            blocks.append(_section(f"{_code(group['resource'], 200)}\n" + "\n".join(rows)))
+    total = sum(len(g.get("changes") or []) for g in damage.get("resources") or [])
+    if total > DAMAGE_LINES:
+        blocks.append(
+            _section(
+                f"... and {total - DAMAGE_LINES} more: `guardrail investigate {escape(message['incident_id'] or '')}`"
+            )
+        )
+    restored = damage.get("restored") or []
+    if restored:
+        blocks.append(_section("*Put back by the responder:* " + escape("; ".join(restored))))
+    if counts.get("undo"):
+        blocks.append(
+            _section(f"*Undo:* ```guardrail undo {escape(message['incident_id'] or '')} --apply```")
+        )
+    return blocks[:20]
+
+
 def render(message: dict[str, Any]) -> dict[str, Any]:
     """The chat.postMessage / webhook payload: fallback text and blocks."""
     event, principal = message["event"], message["principal"]
@@ -95,7 +153,7 @@ def render(message: dict[str, Any]) -> dict[str, Any]:
     icon = _ICONS.get(message["severity"], "")
     label = outcome_label(message)
     header = f"{icon} {message['severity'].upper()} | {label} | {who}"
-    if message["kind"] in ("update", "restored"):
+    if message["kind"] in ("update", "restored", "damage"):
         header = f"{icon} {message['kind'].upper()} | {label} | {who}"
     blocks: list[Block] = [HeaderBlock(text=PlainTextObject(text=clip(header, HEADER_LIMIT), emoji=True))]
 
@@ -106,7 +164,9 @@ def render(message: dict[str, Any]) -> dict[str, Any]:
                 f":warning: *Containment changed*: {escape(changed)} (incident `{escape(message['incident_id'])}`)"
             )
         )
-    if message["kind"] == "update":
+    if message["kind"] == "damage":
+        blocks += _damage_blocks(message)
+    elif message["kind"] == "update":
         summary = message["counts"].get("summary") or f"{message['counts'].get('events')} events so far"
         blocks.append(_section(f"{escape(summary)} (incident `{escape(message['incident_id'])}`)"))
     else:
@@ -133,15 +193,16 @@ def render(message: dict[str, Any]) -> dict[str, Any]:
                 ]
             )
         )
-    if message["kind"] != "update" and message.get("thresholds"):
+    if message["kind"] not in ("update", "damage") and message.get("thresholds"):
         reached = "\n".join(
             f"• {escape(t['name'])}: *{t['count']}* {escape(t['what'])} in {t['minutes']} min "
             f"(threshold {t['at']})"
             for t in message["thresholds"]
         )
         blocks.append(_section(f"*Thresholds reached*\n{reached}"))
-    blocks.append(_section(_containment_text(message)))
-    if message["kind"] != "update" and message["rules"]:
+    if message["kind"] != "damage":
+        blocks.append(_section(_containment_text(message)))
+    if message["kind"] not in ("update", "damage") and message["rules"]:
         rule = message["rules"][0]
         blocks.append(
             _section(

@@ -211,7 +211,7 @@ class BotDelivery:
                 self._threads.put(incident_id, str(response["channel"]), str(response["ts"]))
             return {"mode": "bot", "posted": str(response["ts"])}
         channel, ts = thread
-        if message["kind"] == "update":
+        if message["kind"] in ("update", "damage"):
             self._call("chat_postMessage", channel=channel, thread_ts=ts, **payload)
             return {"mode": "bot", "replied": ts}
         self._call("chat_update", channel=channel, ts=ts, **payload)

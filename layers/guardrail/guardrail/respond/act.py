@@ -75,6 +75,14 @@ def act(verdict: Verdict, rt: Runtime, started: float, event: object = None) -> 
                 event if event is not None else verdict.summary(), RefusedEventError(foreign), rt
             )
 
+    if (
+        tally is None
+        and verdict.decision is Decision.IGNORE
+        and call.principal.kind is not PrincipalKind.ROOT
+    ):
+        # A watched agent's event that nothing acts on and no window counts: its flight record, and no more.
+        rt.store.flight.record(verdict, key)
+        return Outcome(status="ignored", verdict=verdict)
     keys = [key, _report_key(key, verdict)] + ([_report_key(key, None)] if tally else [])
     changed = _containment_named(verdict)
     if changed is not None:
@@ -82,6 +90,8 @@ def act(verdict: Verdict, rt: Runtime, started: float, event: object = None) -> 
     # The responder's own IAM writes come back through CloudTrail; their request ids were recorded.
     own_request = call.request_id if call.event_source == "iam.amazonaws.com" else None
     found = rt.store.lookup(keys, call.event_id, tally, own_request)
+    # The agent's flight record goes into whatever this event writes (see state/flight.py).
+    flight = rt.store.flight.entry(verdict, key) if verdict.is_agent else None
     if found.own is not None:
         logger.info(
             "the responder's own IAM write", extra={"incident_id": found.own, "event_id": call.event_id}
@@ -102,7 +112,8 @@ def act(verdict: Verdict, rt: Runtime, started: float, event: object = None) -> 
         ):
             _check_containment(held, verdict, rt, changed_by=None, periodic=True)
         try:
-            return _join(held, verdict, rt)  # held already: windows have nothing left to decide
+            # Held already: windows have nothing left to decide.
+            return _join(held, verdict, rt, flight=flight)
         except IncidentMissing:
             if rt.store.records.get(held.incident_id) is not None or not rt.store.records.drop_lock(
                 held.key, held.incident_id
@@ -117,7 +128,7 @@ def act(verdict: Verdict, rt: Runtime, started: float, event: object = None) -> 
     bucket = found.window.get(tally.minute) if tally else None
     if tally is not None:
         verdict = _escalated(verdict, reached(policy, found.window, tally, include_tally=True))
-    outcome = _act(verdict, rt, started, found, tally, bucket)
+    outcome = _act(verdict, rt, started, found, tally, bucket, flight=flight)
     if tally is not None and outcome.status in _WINDOW_MAY_STILL_ACT:
         return _recheck(verdict, rt, started, tally) or outcome
     return outcome
@@ -190,15 +201,16 @@ def _act(
     bucket: Bucket | None,
     *,
     mark_event: bool = True,
+    flight: dict[str, Any] | None = None,
 ) -> Outcome:
     call = verdict.call
     if verdict.decision is Decision.CONTAIN or call.principal.kind is PrincipalKind.ROOT:
         # Root is never contained (nothing in IAM can), but it is recorded as an incident with the steps.
-        return contain(verdict, rt, started, found, tally, bucket, mark_event=mark_event)
+        return contain(verdict, rt, started, found, tally, bucket, mark_event=mark_event, flight=flight)
     if verdict.decision is Decision.NOTIFY:
-        return report(verdict, rt, found, tally, bucket, mark_event=mark_event)
+        return report(verdict, rt, found, tally, bucket, mark_event=mark_event, flight=flight)
     assert tally is not None  # an ignored event reaches here only to be counted
-    if not rt.store.count(call.event_id, tally, bucket):
+    if not rt.store.count(call.event_id, tally, bucket, flight):
         return Outcome(status="duplicate", verdict=verdict)
     return Outcome(status="counted", verdict=verdict)
 
@@ -231,6 +243,7 @@ def contain(
     bucket: Bucket | None = None,
     *,
     mark_event: bool = True,
+    flight: dict[str, Any] | None = None,
 ) -> Outcome:
     """Stop the agent, once per principal, record it, then tell people. Raises ContainmentFailed when
     IAM refuses, after recording and announcing the failure."""
@@ -246,7 +259,9 @@ def contain(
         outcome = Outcome(status="refused", verdict=verdict, error=f"containment refused: {plan.reason}")
         rt.publish(incident_message(verdict, "refused", runbook_url=settings.runbook_url))
         if tally is not None and mark_event:
-            store.count(call.event_id, tally, bucket)
+            store.count(call.event_id, tally, bucket, flight)
+        elif flight is not None:
+            store.flight.record(verdict, principal_key(call.principal))
         return outcome
 
     key = plan.key or principal_key(call.principal)
@@ -260,20 +275,32 @@ def contain(
 
     def claim(kind: str, audit: dict[str, Any]) -> Claim:
         return store.open(
-            incident, call.event_id, kind, audit, tally=tally, bucket=bucket, mark_event=mark_event
+            incident,
+            call.event_id,
+            kind,
+            audit,
+            tally=tally,
+            bucket=bucket,
+            mark_event=mark_event,
+            flight=flight,
         )
 
     if plan.blocked is Blocked.NOT_CONTAINABLE:
         incident.status = IncidentStatus.NOT_CONTAINABLE
         logger.error("agent NOT CONTAINABLE here: manual steps required", extra=incident.to_dict())
         metrics.add_metric(name="NotContainable", unit=MetricUnit.Count, value=1)
-        return _opened(claim("not_containable", {"reason": plan.reason}), verdict, incident, rt, mark_event)
+        return _opened(
+            claim("not_containable", {"reason": plan.reason}), verdict, incident, rt, mark_event, flight
+        )
 
     assert plan.target is not None
     if settings.dry_run:
         incident.status = IncidentStatus.DRY_RUN
         incident.actions = [a.describe(plan.target, ref).to_item() for a in plan.actions]
-        return _opened(claim("dry_run", {"would": incident.actions}), verdict, incident, rt, mark_event)
+        opened = _opened(
+            claim("dry_run", {"would": incident.actions}), verdict, incident, rt, mark_event, flight
+        )
+        return _followed(opened, incident, verdict, rt)
 
     try:
         iam = rt.iam_for(plan.target.account)
@@ -288,7 +315,7 @@ def contain(
         logger.error("CONTAINMENT FAILED: the agent may still be active", extra=incident.to_dict())
         # Record and announce, then fail the invocation so Lambda retries; neither may mask the failure.
         try:
-            store.open(incident, call.event_id, "contain_failed", {"error": str(exc)})
+            store.open(incident, call.event_id, "contain_failed", {"error": str(exc)}, flight=flight)
             _announce(verdict, incident, rt)
         except Exception:
             logger.exception("could not record or announce the failed containment")
@@ -317,14 +344,24 @@ def contain(
     }
     won = claim("contain", audit)
     if not won.won:
-        return _lost_race(plan, won, key, verdict, rt, mark_event)
+        return _lost_race(plan, won, key, verdict, rt, mark_event, flight)
     metrics.add_metric(name="Contained", unit=MetricUnit.Count, value=1)
     if incident.containment_ms is not None:
         metrics.add_metric(
             name="ContainmentLatency", unit=MetricUnit.Milliseconds, value=incident.containment_ms
         )
     logger.warning("agent contained", extra=incident.to_dict())
-    return _opened(won, verdict, incident, rt, mark_event)
+    return _followed(_opened(won, verdict, incident, rt, mark_event, flight), incident, verdict, rt)
+
+
+def _followed(outcome: Outcome, incident: Incident, verdict: Verdict, rt: Runtime) -> Outcome:
+    """After the IAM write and the first message, never before: self-healing and the damage report, for
+    the invocation that opened the incident. Nothing in it can fail the containment."""
+    if outcome.incident_id == incident.id and outcome.status == incident.status.value:
+        from guardrail.respond.investigate import follow_up
+
+        follow_up(incident, verdict, rt)
+    return outcome
 
 
 def report(
@@ -335,6 +372,7 @@ def report(
     bucket: Bucket | None = None,
     *,
     mark_event: bool = True,
+    flight: dict[str, Any] | None = None,
 ) -> Outcome:
     """Tell people, without containing. Repeats of one finding by one principal join one report for a
     window (summarised at most once a minute); so do events of a principal that is already contained."""
@@ -342,7 +380,7 @@ def report(
     report_key = _report_key(principal_key(call.principal), verdict)
     held = found.held.get(report_key)
     if held is not None:
-        return _join(held, verdict, rt, tally, bucket, mark_event=mark_event)
+        return _join(held, verdict, rt, tally, bucket, mark_event=mark_event, flight=flight)
     incident = _new_incident(verdict, rt, report_key, IncidentStatus.REPORTED)
     claim = rt.store.open(
         incident,
@@ -352,8 +390,9 @@ def report(
         tally=tally,
         bucket=bucket,
         mark_event=mark_event,
+        flight=flight,
     )
-    return _opened(claim, verdict, incident, rt, mark_event)
+    return _opened(claim, verdict, incident, rt, mark_event, flight)
 
 
 def _new_incident(
@@ -412,7 +451,14 @@ def _announce_once(verdict: Verdict, incident: Incident, rt: Runtime) -> None:
     rt.store.ledger.mark_notified(event_id)
 
 
-def _follow_winner(claim: Claim, key: str, verdict: Verdict, rt: Runtime, mark_event: bool = True) -> Outcome:
+def _follow_winner(
+    claim: Claim,
+    key: str,
+    verdict: Verdict,
+    rt: Runtime,
+    mark_event: bool = True,
+    flight: dict[str, Any] | None = None,
+) -> Outcome:
     """Another invocation holds the principal: count this event into its incident, unless it is this very event."""
     held = None if claim.duplicate else rt.store.records.open_for(key)
     if held is None:
@@ -421,15 +467,20 @@ def _follow_winner(claim: Claim, key: str, verdict: Verdict, rt: Runtime, mark_e
     # only when it was marked before (mark_event=False).
     policy = rt.settings.policies[verdict.environment]
     tally = tally_of(verdict, policy, principal_key(verdict.call.principal)) if mark_event else None
-    return _join(held, verdict, rt, tally, None, mark_event=mark_event)
+    return _join(held, verdict, rt, tally, None, mark_event=mark_event, flight=flight)
 
 
 def _opened(
-    claim: Claim, verdict: Verdict, incident: Incident, rt: Runtime, mark_event: bool = True
+    claim: Claim,
+    verdict: Verdict,
+    incident: Incident,
+    rt: Runtime,
+    mark_event: bool = True,
+    flight: dict[str, Any] | None = None,
 ) -> Outcome:
     """After a claim: announce a new incident, or count the event into the one that won."""
     if not claim.won:
-        return _follow_winner(claim, incident.key, verdict, rt, mark_event)
+        return _follow_winner(claim, incident.key, verdict, rt, mark_event, flight)
     if rt.store.ledger.claim_announcement(
         verdict.call.event_id
     ):  # lost only to a delivery of this very event
@@ -455,12 +506,19 @@ def _join(
     bucket: Bucket | None = None,
     *,
     mark_event: bool = True,
+    flight: dict[str, Any] | None = None,
 ) -> Outcome:
     """Count the event into an open incident; the one invocation per interval that wins the claim sends
     a summary of what joined since the last message."""
     call, store = verdict.call, rt.store
     joined = store.join(
-        held.incident_id, call.event_id, call.event_name, tally=tally, bucket=bucket, mark_event=mark_event
+        held.incident_id,
+        call.event_id,
+        call.event_name,
+        tally=tally,
+        bucket=bucket,
+        mark_event=mark_event,
+        flight=flight,
     )
     if not joined:
         return Outcome(status="duplicate", verdict=verdict, incident_id=held.incident_id)
@@ -498,7 +556,13 @@ def _already_handled(
 
 
 def _lost_race(
-    plan: ContainmentPlan, claim: Claim, key: str, verdict: Verdict, rt: Runtime, mark_event: bool = True
+    plan: ContainmentPlan,
+    claim: Claim,
+    key: str,
+    verdict: Verdict,
+    rt: Runtime,
+    mark_event: bool = True,
+    flight: dict[str, Any] | None = None,
 ) -> Outcome:
     """Another invocation claimed the principal while we were writing to IAM. Our writes repeated
     its own; redo them under its incident so the role's policy and tags name the incident on record."""
@@ -508,4 +572,4 @@ def _lost_race(
         redone = apply_plan(plan, IncidentRef(winner.id, winner.opened_at), iam)
         rt.store.ledger.remember_own(request_ids([r.to_item() for r in redone]), winner.id, "contain")
     rt.store.audit.record(claim.incident_id, "raced", rt.identity().arn, {"event_id": verdict.call.event_id})
-    return _follow_winner(claim, key, verdict, rt, mark_event)
+    return _follow_winner(claim, key, verdict, rt, mark_event, flight)

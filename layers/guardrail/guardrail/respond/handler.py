@@ -39,12 +39,14 @@ def handle_event(event: object, rt: Runtime) -> Outcome:
 
 
 def respond(verdict: Verdict, rt: Runtime, started: float, event: object = None) -> Outcome:
-    """Log and count the verdict; act on it when it calls for it. An event no rule flags, that no window
-    counts, makes no AWS call at all and never loads the code that acts."""
+    """Log and count the verdict; act on it when it calls for it. An event that no rule flags and no window
+    counts, and that is not a watched agent's change (its flight record), makes no AWS call at all and
+    never loads the code that acts."""
     _observe(verdict)
     call = verdict.call
     if (
         verdict.decision is Decision.IGNORE
+        and not (verdict.is_agent and not call.is_read)  # an agent's change goes into its flight record
         and call.principal.kind is not PrincipalKind.ROOT
         and not rt.settings.policies[verdict.environment].counts(verdict.category, is_agent=verdict.is_agent)
     ):

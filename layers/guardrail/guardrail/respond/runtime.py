@@ -118,7 +118,9 @@ class Runtime:
                 raise ConfigurationError("GUARDRAIL_STATE_TABLE is not set: incidents need the state table")
             from guardrail.respond.state.store import IncidentStore
 
-            self._store = IncidentStore(self.aws.dynamodb, self.settings.state_table, self.clock)
+            self._store = IncidentStore(
+                self.aws.dynamodb, self.settings.state_table, self.clock, self.settings.flight_days
+            )
         return self._store
 
     def lifecycle(self, call: ApiCall) -> bool | None:

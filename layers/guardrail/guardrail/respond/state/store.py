@@ -5,10 +5,11 @@ One table (keys pk/sk, TTL attribute expires_at) holds four kinds of state, each
   ledger.py    EVENT#<event id> / EVENT, INCIDENT#<id> / COUNTS   events handled; an incident's counts
   windows.py   WINDOW#<key> / M#<epoch minute>                the principal's counts per minute
   audit.py     INCIDENT#<id> / AUDIT#<time>#<kind>            one record per containment, failure, release
+  flight.py    FLIGHT#<key> / CALL#<time>#<event id>          every routed event of a watched agent
 
 What one event does touches several of them, and must happen exactly once: the store reads them in one
-consistent BatchGetItem, and writes an event's claim, incident, audit record, marker and window count in one
-transaction, so a race between concurrent invocations has exactly one winner and nothing is half-written.
+consistent BatchGetItem, and writes an event's claim, incident, audit record, marker, window count and
+flight record in one transaction, so a race between concurrent invocations has exactly one winner and nothing is half-written.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from guardrail.errors import GuardrailError
 from guardrail.incident import IncidentStatus, iso_time
 from guardrail.respond.state.audit import AuditTrail
+from guardrail.respond.state.flight import FlightRecord
 from guardrail.respond.state.ledger import EventLedger, event_key, is_marker, is_own, own_key, request_ids
 from guardrail.respond.state.records import IncidentRecords, OpenIncident, lock_key
 from guardrail.respond.state.table import StateTable, cancellation_codes, from_item
@@ -69,12 +71,15 @@ class Claim:
 class IncidentStore:
     """The state table, as the responder and the operators use it: its parts, and what spans them."""
 
-    def __init__(self, client: DynamoDBClient, table: str, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self, client: DynamoDBClient, table: str, clock: Callable[[], datetime], flight_days: int = 30
+    ) -> None:
         self.table = StateTable(client, table, clock)
         self.records = IncidentRecords(self.table)
         self.ledger = EventLedger(self.table)
         self.windows = WindowCounts(self.table)
         self.audit = AuditTrail(self.table)
+        self.flight = FlightRecord(self.table, flight_days)
 
     def lookup(
         self, keys: list[str], event_id: str, tally: Tally | None = None, request_id: str | None = None
@@ -116,6 +121,7 @@ class IncidentStore:
         tally: Tally | None = None,
         bucket: Bucket | None = None,
         mark_event: bool = True,
+        flight: Any = None,
     ) -> Claim:
         """Claim the principal for this incident, write it and its audit record, mark the event handled
         and count it in its windows.
@@ -136,6 +142,8 @@ class IncidentStore:
             items.append(self.ledger.repoint(event_id, incident.id))
         # After the marker, whose position in the cancellation reasons is fixed.
         items += self.ledger.own(request_ids(incident.actions), incident.id, "contain")
+        if flight is not None:
+            items.append(flight)
         db = self.table.db
         try:
             db.transact_write_items(TransactItems=items)
@@ -152,13 +160,12 @@ class IncidentStore:
             raise
         return Claim(True, incident.id)
 
-    def count(self, event_id: str, tally: Tally, bucket: Bucket | None) -> bool:
+    def count(self, event_id: str, tally: Tally, bucket: Bucket | None, flight: Any = None) -> bool:
         """Count an event that opens or joins nothing. False when this event was already counted."""
         db = self.table.db
+        items = [self.ledger.mark(event_id, None), self.windows.count(tally, bucket)]
         try:
-            db.transact_write_items(
-                TransactItems=[self.ledger.mark(event_id, None), self.windows.count(tally, bucket)]
-            )
+            db.transact_write_items(TransactItems=[*items, *([flight] if flight is not None else [])])
         except db.exceptions.TransactionCanceledException as exc:
             reasons = cancellation_codes(exc)
             if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
@@ -175,6 +182,7 @@ class IncidentStore:
         tally: Tally | None = None,
         bucket: Bucket | None = None,
         mark_event: bool = True,
+        flight: Any = None,
     ) -> bool:
         """Count a later event into an open incident (and its windows, given a tally). False when this
         event was already counted."""
@@ -185,6 +193,8 @@ class IncidentStore:
             rest.append(self.ledger.mark(event_id, incident_id))
             if tally is not None:
                 rest.append(self.windows.count(tally, bucket))
+        if flight is not None:
+            rest.append(flight)  # last: the positions of the marker's reasons stay fixed
         listing = self.ledger.is_listing(incident_id)
         db = self.table.db
         while True:

@@ -29,6 +29,7 @@ RESPONDER_TABLE_PERMISSIONS = (
     "dynamodb:PutItem",
     "dynamodb:UpdateItem",
     "dynamodb:ConditionCheckItem",
+    "dynamodb:Query",  # the agent's flight record, for the damage report after a containment
 )
 RELEASE_TABLE_PERMISSIONS = (
     "dynamodb:GetItem",
