@@ -351,3 +351,70 @@ def test_a_containment_policy_holds_when_it_denies_at_least_what_was_written(
     from guardrail.respond.containment import _denies_as_much  # noqa: PLC0415
 
     assert _denies_as_much(found, written) is holds
+
+
+def test_session_scope_denies_the_session_by_its_role_session_id() -> None:
+    from guardrail.respond.containment import SessionRef, deny_session_document  # noqa: PLC0415
+
+    plan = plan_for("rules/dynamodb.table-deleted.json", {"GUARDRAIL_CONTAINMENT_SCOPE": "session"})
+    session = SessionRef(userid="AROAEXAMPLEAGENT01:claude-code-session")
+    assert plan.target == Target(TargetKind.ROLE, "AIAgentRole", "111122223333", session)
+    assert plan.key == "arn:aws:iam::111122223333:role/AIAgentRole"  # one incident per role, as before
+    assert names(plan) == ["PutRoleDenySession", "TagRole"]
+    assert "other sessions keep working" in plan.caveats[0]
+    assert deny_session_document(INCIDENT, session) == {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "GuardrailIncidentGR20261120T031245Z0a1b2c3d",
+                "Effect": "Deny",
+                "Action": "*",
+                "Resource": "*",
+                "Condition": {
+                    "StringEquals": {"aws:userid": "AROAEXAMPLEAGENT01:claude-code-session"},
+                    "DateLessThan": {"aws:TokenIssueTime": "2026-11-20T03:12:46Z"},
+                },
+            }
+        ],
+    }
+
+
+def test_session_scope_comes_from_the_environment_policy_first() -> None:
+    policies = '{"environments": {"production": {"containment_scope": "session"}}}'
+    plan = plan_for("rules/dynamodb.table-deleted.json", {"GUARDRAIL_ENVIRONMENT_POLICIES": policies})
+    assert names(plan) == ["PutRoleDenySession", "TagRole"]
+    back = '{"environments": {"production": {"containment_scope": "role"}}}'
+    env = {"GUARDRAIL_ENVIRONMENT_POLICIES": back, "GUARDRAIL_CONTAINMENT_SCOPE": "session"}
+    assert names(plan_for("rules/dynamodb.table-deleted.json", env)) == ["PutRoleDenyAll", "TagRole"]
+
+
+@pytest.mark.parametrize(
+    ("principal_id", "source_identity", "expected"),
+    [
+        ("AROAEXAMPLEAGENT01:s", "claude-code-jane", {"source_identity": "claude-code-jane"}),
+        ("AROAEXAMPLEAGENT01:sess", None, {"userid": "AROAEXAMPLEAGENT01:sess"}),
+        ("AIDAEXAMPLEUSER0001", None, None),  # a user's id: no session to name
+        ("AROAEXAMPLEAGENT01:sess", "bad identity with spaces", {"userid": "AROAEXAMPLEAGENT01:sess"}),
+    ],
+)
+def test_a_session_is_named_only_by_what_a_policy_can_key_on(
+    principal_id: str, source_identity: str | None, expected: dict[str, str] | None
+) -> None:
+    from guardrail.model import Principal, PrincipalKind  # noqa: PLC0415
+    from guardrail.respond.containment import SessionRef  # noqa: PLC0415
+
+    principal = Principal(
+        PrincipalKind.ROLE, "arn", "111122223333", "AIAgentRole",
+        principal_id=principal_id, source_identity=source_identity,
+    )  # fmt: skip
+    found = SessionRef.of(principal)
+    assert (found.to_dict() if found else None) == expected
+
+
+def test_session_scope_without_a_nameable_session_contains_the_role_and_says_so() -> None:
+    event = load_event("rules/dynamodb.table-deleted.json")
+    del event["detail"]["userIdentity"]["principalId"]
+    settings = Settings.from_env({"GUARDRAIL_CONTAINMENT_SCOPE": "session"})
+    plan = plan_containment(classify(parse_event(event), settings), settings, RESPONDER)
+    assert names(plan) == ["PutRoleDenyAll", "TagRole"]
+    assert "the whole role is contained" in plan.caveats[-1]

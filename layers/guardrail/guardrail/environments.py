@@ -17,9 +17,17 @@ from importlib import resources
 from typing import Any
 
 from guardrail.errors import ConfigurationError
-from guardrail.model import Category, Decision, Environment, Severity
+from guardrail.model import Category, ContainmentScope, Decision, Environment, Severity
 
-_POLICY_KEYS = {"summary", "writes", "ephemeral", "decide", "contain_rules", "thresholds"}
+_POLICY_KEYS = {
+    "summary",
+    "writes",
+    "ephemeral",
+    "decide",
+    "contain_rules",
+    "thresholds",
+    "containment_scope",
+}
 _THRESHOLD_KEYS = {"counts", "at", "minutes", "severity", "decision"}
 MAX_WINDOW_MINUTES = 60  # one BatchGetItem reads every bucket of the longest window (<= 100 keys)
 # Distinct resources are kept per minute bucket up to this many, so no item grows without bound; a
@@ -110,6 +118,8 @@ class Policy:
     decide: Mapping[Category, Rule]
     contain_rules: tuple[str, ...]
     thresholds: tuple[Threshold, ...]
+    # role or session; None: GUARDRAIL_CONTAINMENT_SCOPE decides.
+    containment_scope: ContainmentScope | None = None
     _contain_rules: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -150,6 +160,7 @@ class Policy:
                 for c, r in self.decide.items()
             },
             "contain_rules": list(self.contain_rules),
+            "containment_scope": self.containment_scope.value if self.containment_scope else None,
             "thresholds": {
                 t.name: {
                     "counts": t.counts.value,
@@ -194,6 +205,9 @@ def _compile(environment: Environment, raw: Mapping[str, Any], problems: list[st
     if raw.get("writes") is not None:
         writes = _enum(Severity, raw["writes"], f"{where}.writes", problems)
     ephemeral = _enum(Ephemeral, raw.get("ephemeral", "none"), f"{where}.ephemeral", problems)
+    scope = None
+    if raw.get("containment_scope") is not None:
+        scope = _enum(ContainmentScope, raw["containment_scope"], f"{where}.containment_scope", problems)
 
     decide: dict[Category, Rule] = {}
     spec = raw.get("decide") or {}
@@ -280,6 +294,7 @@ def _compile(environment: Environment, raw: Mapping[str, Any], problems: list[st
         decide=decide,
         contain_rules=tuple(contain_rules),
         thresholds=tuple(thresholds),
+        containment_scope=scope,
     )
 
 

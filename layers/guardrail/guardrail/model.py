@@ -80,6 +80,14 @@ class RecordKind(StrEnum):
     OTHER = "other CloudTrail record"  # Insights and any detail-type CloudTrail adds later: read, benign
 
 
+class ContainmentScope(StrEnum):
+    """How much a containment denies: the whole role (every session of it), or the offending session only
+    (sessions of a shared role keep working; docs/containment-scope.md)."""
+
+    ROLE = "role"
+    SESSION = "session"
+
+
 class AutoRestore(StrEnum):
     """What the responder may put back by itself right after containing an agent (GUARDRAIL_AUTO_RESTORE):
     only what turns logging, detection or protection off, never anything that deletes or creates."""
@@ -125,7 +133,13 @@ class Principal:
     conflict: str | None = None
     # aws:SourceIdentity of a session: set at AssumeRole, unchangeable in the session, kept through role chaining.
     source_identity: str | None = None
-    identity_type: str = ""  # userIdentity.type as CloudTrail wrote it (AssumedRole, IAMUser, Root...)
+    identity_type: str = ""
+    # A session's <role id>:<session name> (aws:userid) and when it was issued (sessionContext.attributes.
+    # creationDate, as CloudTrail wrote it): what a containment of that session alone keys on.
+    principal_id: str | None = None
+    session_issued: str | None = (
+        None  # userIdentity.type as CloudTrail wrote it (AssumedRole, IAMUser, Root...)
+    )
 
     @property
     def display(self) -> str:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from guardrail.environments import Policies, default_policies, load_policies
 from guardrail.errors import ConfigurationError
-from guardrail.model import AutoRestore, Environment, Severity
+from guardrail.model import AutoRestore, ContainmentScope, Environment, Severity
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -93,6 +93,9 @@ class Settings:
     notify_at: Severity = Severity.MEDIUM
     notify_others_at: Severity = Severity.CRITICAL
     containment_mode: ContainmentMode = ContainmentMode.DENY_ALL
+    # role: every session of the agent's role; session: the offending session only (an environment policy's
+    # containment_scope overrides it).
+    containment_scope: ContainmentScope = ContainmentScope.ROLE
     dry_run: bool = False
     account_environments: Mapping[str, Environment] = field(default_factory=dict)
     default_environment: Environment = Environment.PRODUCTION
@@ -150,6 +153,10 @@ class Settings:
     @property
     def is_central(self) -> bool:
         return self.member_role_name is not None
+
+    def scope_in(self, environment: Environment) -> ContainmentScope:
+        """How much a containment denies in an environment: its policy's containment_scope, else the default."""
+        return self.policies[environment].containment_scope or self.containment_scope
 
     def environment_of(self, account: str) -> Environment:
         # Unknown accounts are production: never guess in the agent's favour.
@@ -255,6 +262,18 @@ class Settings:
                     problems.append(f"{name}: {item!r} is not a 12-digit account id")
             return items
 
+        def scope() -> ContainmentScope:
+            raw = text("GUARDRAIL_CONTAINMENT_SCOPE")
+            if raw is None:
+                return ContainmentScope.ROLE
+            try:
+                return ContainmentScope(raw.lower())
+            except ValueError:
+                problems.append(
+                    f"GUARDRAIL_CONTAINMENT_SCOPE: {raw!r} is not one of {', '.join(ContainmentScope)}"
+                )
+                return ContainmentScope.ROLE
+
         def number(name: str, default: int, low: int, high: int) -> int:
             raw = text(name)
             if raw is None:
@@ -296,6 +315,7 @@ class Settings:
             notify_at=severity("GUARDRAIL_NOTIFY_AT", Severity.MEDIUM),
             notify_others_at=severity("GUARDRAIL_NOTIFY_OTHERS_AT", Severity.CRITICAL),
             containment_mode=mode(),
+            containment_scope=scope(),
             dry_run=boolean("GUARDRAIL_DRY_RUN", False),
             account_environments=environments(),
             topic_arn=topic,

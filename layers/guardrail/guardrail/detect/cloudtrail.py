@@ -51,8 +51,13 @@ class SessionIssuer(_Lenient):
     user_name: str | None = Field(None, alias="userName")
 
 
+class SessionAttributes(_Lenient):
+    creation_date: str | None = Field(None, alias="creationDate", max_length=64)
+
+
 class SessionContext(_Lenient):
     session_issuer: SessionIssuer | None = Field(None, alias="sessionIssuer")
+    attributes: SessionAttributes | None = None
     source_identity: str | None = Field(None, alias="sourceIdentity")
 
 
@@ -165,6 +170,7 @@ def _principal_cached(identity: UserIdentity, fallback_account: str) -> Principa
         identity.user_name,
         identity.invoked_by,
         context.source_identity if context else None,
+        context.attributes.creation_date if context and context.attributes else None,
         (issuer.type, issuer.principal_id, issuer.arn, issuer.account_id, issuer.user_name)
         if issuer
         else None,
@@ -332,6 +338,8 @@ def _session_principal(
         identity.access_key_id,
         conflict=conflict,
         source_identity=context.source_identity if context else None,
+        principal_id=principal_id if session is not None and not federated else None,
+        session_issued=context.attributes.creation_date if context and context.attributes else None,
     )
 
 

@@ -383,7 +383,7 @@ def subject(message: dict[str, Any]) -> str:
     """[CRITICAL][CONTAINED] AIAgentRole: StopLogging, always under 100 characters."""
     who = message["principal"]["name"] or message["principal"]["arn"] or message["principal"]["kind"]
     prefix = f"[{message['severity'].upper()}][{outcome_label(message)}]"
-    if message["kind"] in ("update", "restored", "damage"):
+    if message["kind"] in ("update", "restored", "damage", "widened"):
         prefix += f"[{message['kind'].upper()}]"
     text = f"{prefix} {who}: {message['event']['name']}"
     return _one_line(text, SUBJECT_LIMIT)
@@ -414,6 +414,11 @@ def email_text(message: dict[str, Any]) -> str:
     if message["kind"] == "restored":
         summary = message["counts"].get("summary", "")
         lines += [f"CONTAINMENT CHANGED, incident {message['incident_id']}: {summary}", ""]
+    if message["kind"] == "widened":
+        lines += [
+            f"CONTAINMENT WIDENED, incident {message['incident_id']}: {message['counts'].get('summary', '')}",
+            "",
+        ]
     if message["kind"] == "damage":
         damage = message.get("damage") or {}
         lines += [str(damage.get("text", "")).rstrip(), ""]

@@ -153,10 +153,16 @@ def render(message: dict[str, Any]) -> dict[str, Any]:
     icon = _ICONS.get(message["severity"], "")
     label = outcome_label(message)
     header = f"{icon} {message['severity'].upper()} | {label} | {who}"
-    if message["kind"] in ("update", "restored", "damage"):
+    if message["kind"] in ("update", "restored", "damage", "widened"):
         header = f"{icon} {message['kind'].upper()} | {label} | {who}"
     blocks: list[Block] = [HeaderBlock(text=PlainTextObject(text=clip(header, HEADER_LIMIT), emoji=True))]
 
+    if message["kind"] == "widened":
+        blocks.append(
+            _section(
+                f":rotating_light: *{escape(message['counts'].get('summary') or 'containment widened')}*"
+            )
+        )
     if message["kind"] == "restored":
         changed = message["counts"].get("summary") or "the containment was changed"
         blocks.append(

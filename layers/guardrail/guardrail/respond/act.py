@@ -27,10 +27,14 @@ from guardrail.report.message import incident_message
 from guardrail.respond.check import restore_containment
 from guardrail.respond.containment import (
     CONSISTENCY_NOTE,
+    ActionRecord,
     Blocked,
     ContainmentFailed,
     ContainmentPlan,
     IncidentRef,
+    PutRoleDenyAll,
+    PutRoleDenySession,
+    SessionRef,
     Target,
     TargetKind,
     apply_plan,
@@ -104,6 +108,11 @@ def act(verdict: Verdict, rt: Runtime, started: float, event: object = None) -> 
         # This very call changes a containment: check it at once, whoever made the call.
         _check_containment(target, verdict, rt, changed_by=call.principal.arn or call.principal.display)
     held = found.held.get(key)
+    if held is not None and held.status is IncidentStatus.CONTAINED and verdict.decision is Decision.CONTAIN:
+        widened = _widen(held, verdict, rt)
+        if widened is not None:
+            _join(held, verdict, rt, flight=flight)  # counted in the incident like any later event
+            return Outcome(status="widened", verdict=verdict, incident_id=held.incident_id, notes=[widened])
     if held is not None:
         if (
             held is not target
@@ -132,6 +141,45 @@ def act(verdict: Verdict, rt: Runtime, started: float, event: object = None) -> 
     if tally is not None and outcome.status in _WINDOW_MAY_STILL_ACT:
         return _recheck(verdict, rt, started, tally) or outcome
     return outcome
+
+
+def _widen(held: OpenIncident, verdict: Verdict, rt: Runtime) -> str | None:
+    """A session-scoped containment, and a containing call from another session of the role (an agent
+    that re-assumed the role under a new name, or a sibling gone wrong): deny the whole role, at once,
+    under the same incident. Returns why, or None when nothing was widened."""
+    incident = rt.store.records.get(held.incident_id)
+    if incident is None:
+        return None
+    done = [ActionRecord.from_item(a) for a in incident.actions if not a.get("error")]
+    sessions = [r for r in done if r.action == PutRoleDenySession.name]
+    if not sessions or any(r.action in _ROLE_WIDE for r in done):
+        return None
+    ref = IncidentRef(incident.id, incident.opened_at)
+    caller = verdict.call.principal
+    if any(SessionRef.from_dict(r.details.get("session") or {}).includes(caller, ref) for r in sessions):
+        return None  # the contained session's own call, delivered late: already denied
+    target = Target.from_arn(sessions[0].target)
+    iam = rt.iam_for(target.account)
+    if iam is None:
+        return None
+    records = apply_plan(ContainmentPlan(target, (PutRoleDenyAll(),)), ref, iam)
+    who = caller.source_identity or caller.principal_id or caller.arn
+    why = (
+        f"containment widened to the whole role {target.name}: {verdict.call.event_name} "
+        f"({verdict.top_rule.id if verdict.top_rule else verdict.category.value}) came from another session "
+        f"({who}) while {sessions[0].details.get('session')} was contained"
+    )
+    items = [r.to_item() for r in records]
+    rt.store.restored(incident, [why], items, caller.arn or None, kind="widened")
+    metrics.add_metric(name="ContainmentsWidened", unit=MetricUnit.Count, value=1)
+    logger.warning("containment widened to the role", extra={"incident_id": incident.id, "why": why})
+    widened = rt.store.records.get(incident.id) or incident
+    critical = replace(verdict, severity=Severity.CRITICAL)
+    _announce(critical, widened, rt, kind="widened", summary={"summary": why})
+    return why
+
+
+_ROLE_WIDE = frozenset({PutRoleDenyAll.name, "attach_role_deny_all"})
 
 
 def _containment_named(verdict: Verdict) -> str | None:

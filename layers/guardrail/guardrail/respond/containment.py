@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import unquote
 
 from guardrail.errors import GuardrailError
-from guardrail.model import Decision, Principal, PrincipalKind
+from guardrail.model import ContainmentScope, Decision, Principal, PrincipalKind
 from guardrail.respond.state.table import bounded
 from guardrail.settings import ContainmentMode, Settings
 
@@ -39,6 +39,7 @@ DENY_ALL_POLICY = "GuardrailEmergencyDenyAll"
 # AWS's own managed deny-all: the fallback layer (commercial partition, like the template's ARNs).
 AWS_DENY_ALL_POLICY_ARN = "arn:aws:iam::aws:policy/AWSDenyAll"
 REVOKE_SESSIONS_POLICY = "GuardrailRevokeOlderSessions"
+DENY_SESSION_POLICY = "GuardrailDenySession"
 INCIDENT_TAG = "guardrail:incident"
 CONTAINED_AT_TAG = "guardrail:contained-at"
 REVOKE_SESSIONS_CAVEAT = (
@@ -64,13 +65,70 @@ class TargetKind(StrEnum):
     USER = "user"
 
 
+# What a session-scoped deny may key on: a session's source identity (AWS allows 2-64 of these characters),
+# or aws:userid of a role session, <role id>:<session name> (role ids start AROA).
+_SOURCE_IDENTITY = re.compile(r"^[\w+=,.@-]{2,64}$")
+_ROLE_SESSION_ID = re.compile(r"^AROA[A-Z0-9]{8,124}:[\w+=,.@-]{2,64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRef:
+    """One session of a role, as a session-scoped deny names it: by its source identity when it has one (set
+    at AssumeRole, unchangeable inside the session, kept through role chaining), else by aws:userid and only
+    for credentials issued before the containment."""
+
+    source_identity: str | None = None
+    userid: str | None = None
+
+    @classmethod
+    def of(cls, principal: Principal) -> SessionRef | None:
+        """The session a call was made in, or None when the record names none a policy can key on."""
+        if principal.source_identity and _SOURCE_IDENTITY.match(principal.source_identity):
+            return cls(source_identity=principal.source_identity)
+        if principal.principal_id and _ROLE_SESSION_ID.match(principal.principal_id):
+            return cls(userid=principal.principal_id)
+        return None
+
+    def condition(self, incident: IncidentRef) -> dict[str, Any]:
+        if self.source_identity:
+            return {"StringEquals": {"aws:SourceIdentity": self.source_identity}}
+        return {
+            "StringEquals": {"aws:userid": self.userid},
+            "DateLessThan": {"aws:TokenIssueTime": incident.revoke_cutoff_iso},
+        }
+
+    def includes(self, principal: Principal, incident: IncidentRef) -> bool:
+        """Whether a call by `principal` is one this deny stops: the same source identity, or the same
+        session issued before the containment (a late delivery of its own calls)."""
+        if self.source_identity:
+            return principal.source_identity == self.source_identity
+        if principal.principal_id != self.userid:
+            return False
+        issued = principal.session_issued or ""
+        return bool(issued) and issued < incident.revoke_cutoff_iso
+
+    def to_dict(self) -> dict[str, str]:
+        return {k: v for k, v in (("source_identity", self.source_identity), ("userid", self.userid)) if v}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> SessionRef:
+        return cls(raw.get("source_identity"), raw.get("userid"))
+
+    def describe(self) -> str:
+        if self.source_identity:
+            return f"sessions with source identity {self.source_identity}"
+        return f"session {self.userid} (credentials issued before the containment)"
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
-    """The IAM entity a containment acts on: the role behind a session, or an IAM user."""
+    """The IAM entity a containment acts on: the role behind a session, or an IAM user; with `session`, only
+    that session of the role."""
 
     kind: TargetKind
     name: str
     account: str
+    session: SessionRef | None = None
 
     @property
     def key(self) -> str:
@@ -404,6 +462,82 @@ class PutRoleRevokeOlderSessions(PutRoleDenyAll):
         return revoke_older_sessions_document(incident)
 
 
+def deny_session_document(incident: IncidentRef, session: SessionRef) -> dict[str, Any]:
+    """Deny everything to one session of the role (see SessionRef)."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": incident.sid,
+                "Effect": "Deny",
+                "Action": "*",
+                "Resource": "*",
+                "Condition": session.condition(incident),
+            }
+        ],
+    }
+
+
+class PutRoleDenySession(PutRoleDenyAll):
+    """A deny on the role that names one session: the other sessions of a shared role keep working. If it
+    cannot be written (the inline quota full) the fallback, AWSDenyAll, stops the whole role."""
+
+    name = "put_role_deny_session"
+    policy_name = DENY_SESSION_POLICY
+
+    def document(self, incident: IncidentRef) -> dict[str, Any]:
+        raise GuardrailError("a session deny needs its session: see document_for")
+
+    def document_for(self, incident: IncidentRef, session: SessionRef) -> dict[str, Any]:
+        return deny_session_document(incident, session)
+
+    def apply(self, target: Target, incident: IncidentRef, iam: IAMClient) -> ActionRecord:
+        if target.session is None:
+            raise GuardrailError(f"{target.key}: a session deny without a session")
+        document = self.document_for(incident, target.session)
+        response = self._put(iam, target.name, self.policy_name, json.dumps(document))
+        details = {"policy_name": self.policy_name, "session": target.session.to_dict()}
+        return ActionRecord(self.name, target.key, details, [_request_id(response)], _now_iso())
+
+    def describe(self, target: Target, incident: IncidentRef) -> ActionRecord:
+        record = ActionRecord(self.name, target.key, details={"dry_run": True}, at=_now_iso())
+        if target.session is not None:
+            record.details.update(
+                policy_name=self.policy_name,
+                session=target.session.to_dict(),
+                policy=self.document_for(incident, target.session),
+            )
+        return record
+
+    def verify(self, record: ActionRecord, incident: IncidentRef, iam: IAMClient) -> str | None:
+        name = Target.from_arn(record.target).name
+        try:
+            document = self._get(iam, name, self.policy_name)["PolicyDocument"]
+        except iam.exceptions.NoSuchEntityException:
+            return f"{self.policy_name} was removed from {record.target}"
+        if isinstance(document, str):
+            document = json.loads(unquote(document))
+        expected = self.document_for(incident, SessionRef.from_dict(record.details.get("session") or {}))
+        strip = [{k: v for k, v in s.items() if k != "Sid"} for s in expected["Statement"]]
+        found = document.get("Statement") if isinstance(document, dict) else None
+        if (
+            not isinstance(found, list)
+            or [{k: v for k, v in s.items() if k != "Sid"} if isinstance(s, dict) else s for s in found]
+            != strip
+        ):
+            return f"{self.policy_name} on {record.target} was rewritten"
+        return None
+
+    def restore_target(self, record: ActionRecord) -> Target:
+        target = Target.from_arn(record.target)
+        return Target(
+            target.kind,
+            target.name,
+            target.account,
+            SessionRef.from_dict(record.details.get("session") or {}),
+        )
+
+
 class PutUserDenyAll(_InlinePolicy):
     """Covers console sessions and the temporary credentials the user minted with GetSessionToken or
     GetFederationToken, which survive deactivating its access keys."""
@@ -496,6 +630,7 @@ class DeactivateAccessKeys(ContainmentAction):
 ALL_ACTIONS: tuple[ContainmentAction, ...] = (
     PutRoleDenyAll(),
     PutRoleRevokeOlderSessions(),
+    PutRoleDenySession(),
     AttachRoleDenyAll(),
     TagRole(),
     PutUserDenyAll(),
@@ -676,6 +811,21 @@ def plan_containment(
             target, blocked=Blocked.REFUSED, reason="the principal is the responder's own role"
         )
 
+    if target.kind is TargetKind.ROLE and settings.scope_in(verdict.environment) is ContainmentScope.SESSION:
+        session = SessionRef.of(principal)
+        if session is not None:
+            scoped = Target(target.kind, target.name, target.account, session)
+            note = (
+                f"Only {session.describe()} of {target.name} is denied: the role's other sessions keep "
+                "working. A containing call from another session of the role widens the containment to "
+                "the whole role."
+            )
+            return ContainmentPlan(scoped, (PutRoleDenySession(), TagRole()), caveats=(note,))
+        caveats = (
+            *caveats,
+            "Session scope asked, but the record names no session a policy can key on (no source identity, "
+            "no role session id): the whole role is contained.",
+        )
     if target.kind is TargetKind.USER:
         actions: tuple[ContainmentAction, ...] = (PutUserDenyAll(), DeactivateAccessKeys())
     else:
@@ -746,7 +896,12 @@ def restore(
         problem = action.verify(record, incident, iam)
         if problem is not None:
             changed.append(problem)
-            redone.append(_attempt(action, Target.from_arn(record.target), incident, iam, None))
+            target = (
+                action.restore_target(record)
+                if isinstance(action, PutRoleDenySession)
+                else Target.from_arn(record.target)
+            )
+            redone.append(_attempt(action, target, incident, iam, None))
     return changed, redone
 
 

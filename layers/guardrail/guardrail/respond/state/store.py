@@ -239,15 +239,21 @@ class IncidentStore:
         )
 
     def restored(
-        self, incident: Incident, changed: list[str], redone: list[dict[str, Any]], by: str | None
+        self,
+        incident: Incident,
+        changed: list[str],
+        redone: list[dict[str, Any]],
+        by: str | None,
+        kind: str = "restored",
     ) -> None:
-        """Record a containment put back: its new actions (released with the rest), an audit record of what
-        had changed and who changed it when known, and the request ids CloudTrail will echo."""
+        """Record a containment put back (or widened, `kind`): its new actions (released with the rest), an
+        audit record of what had changed and who changed it when known, and the request ids CloudTrail
+        will echo."""
         details = {"changed": changed, "changed_by": by, "actions": redone}
         self.table.db.transact_write_items(
             TransactItems=[
                 self.records.restored(incident.id, redone),
-                self.audit.entry(incident.id, "restored", incident.responder, details),
+                self.audit.entry(incident.id, kind, incident.responder, details),
                 *self.ledger.own(request_ids(redone), incident.id, "contain"),
             ]
         )
