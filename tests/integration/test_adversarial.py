@@ -27,8 +27,8 @@ def account(monkeypatch: pytest.MonkeyPatch) -> Iterator[EmbeddedAws]:
 
 
 def _sso_forgery() -> dict[str, Any]:
-    """The agent's own role, claimed to sit under Identity Center's path: were it believed, it would open a
-    "not containable" hold on the agent's key and every later real call would only join it."""
+    """The agent's own role, claimed to sit under Identity Center's path: were its hold keyed like the
+    role's, every later real call would only join it."""
     event = critical(event_id=fresh_id())
     issuer = event["detail"]["userIdentity"]["sessionContext"]["sessionIssuer"]
     issuer["arn"] = f"arn:aws:iam::{ACCOUNT}:role/aws-reserved/sso.amazonaws.com/AIAgentRole"
@@ -54,11 +54,13 @@ def test_a_forged_identity_center_issuer_gives_the_agent_no_immunity(responder: 
     agent = responder.agent(critical())
 
     first = responder(_sso_forgery())
-    assert first["status"] == "not_containable"  # an Identity Center role, as the record claims
+    # Believed as an Identity Center session: its id goes into the prepared policy, on a key of its own.
+    assert first["status"] == "contained"
+    assert "PutRolePolicy" not in responder.writes("iam")
     real = responder(critical(event_id=fresh_id()))
 
     assert real["status"] == "contained"
-    assert responder.writes("iam")[:1] == ["PutRolePolicy"]
+    assert "PutRolePolicy" in responder.writes("iam")
     assert denied(lambda: agent.client("s3").list_buckets())
 
 

@@ -310,7 +310,11 @@ def test_no_write_on_every_resource_and_iam_writes_only_on_agents(
         if statement["Effect"] == "Allow" and any(a.startswith("iam:") for a in actions):
             # Role and user ARNs built from the agent name parameters, nothing else.
             rendered = json.dumps(statement["Resource"])
-            assert "AgentRoleNames" in rendered or "AgentUserNames" in rendered, statement.get("Sid")
+            assert (
+                "AgentRoleNames" in rendered
+                or "AgentUserNames" in rendered
+                or rendered == '"arn:aws:iam::*:policy/guardrail/GuardrailIdentityCenterDeny"'
+            ), statement.get("Sid")
 
 
 def test_responder_is_denied_iam_on_its_own_stack(template: dict[str, Any]) -> None:
@@ -506,7 +510,12 @@ def test_member_containment_role_trusts_only_the_central_roles_with_the_external
             assert set(actions) <= set(LIFECYCLE_PERMISSIONS)
         else:
             rendered = json.dumps(statement["Resource"])
-            assert "AgentRoleNames" in rendered or "AgentUserNames" in rendered
+            # Agent roles and users, or this account's prepared Identity Center policy.
+            assert (
+                "AgentRoleNames" in rendered
+                or "AgentUserNames" in rendered
+                or rendered.endswith(':policy/guardrail/GuardrailIdentityCenterDeny"}')
+            ), rendered
     assert allowed == containment_permissions() | release_permissions() | set(LIFECYCLE_PERMISSIONS)
 
 
@@ -681,3 +690,24 @@ def test_auto_restore_parameter_accepts_exactly_the_kinds_the_settings_know(temp
         Settings.from_env({"GUARDRAIL_AUTO_RESTORE": value})  # and the responder reads it
     for value in ("trail", "all,guardduty", "trail-logging,", "delete-everything"):
         assert not pattern.match(value), value
+
+
+@pytest.mark.parametrize("name", ["template.yaml", "member.yaml"])
+def test_every_account_carries_the_prepared_identity_center_policy(name: str) -> None:
+    from guardrail.respond.containment import (  # noqa: PLC0415
+        IDENTITY_CENTER_PATH,
+        IDENTITY_CENTER_POLICY,
+        identity_center_document,
+    )
+
+    document = yaml.load((ROOT / name).read_text(), Loader=_CfnLoader)  # noqa: S506
+    policy = document["Resources"]["IdentityCenterDenyPolicy"]
+    assert policy["Type"] == "AWS::IAM::ManagedPolicy"
+    # IAM is global: once per account (a member stack in every region makes it in the role's region only).
+    assert policy.get("Condition") == (None if name == "template.yaml" else "CreatesRole")
+    properties = policy["Properties"]
+    assert (properties["ManagedPolicyName"], properties["Path"]) == (
+        IDENTITY_CENTER_POLICY,
+        IDENTITY_CENTER_PATH,
+    )
+    assert properties["PolicyDocument"] == identity_center_document([])  # the inert placeholder

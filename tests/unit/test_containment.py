@@ -98,9 +98,6 @@ def test_federated_session_contains_the_issuing_user() -> None:
 @pytest.mark.parametrize(
     ("relative", "env", "reason", "step"),
     [
-        ("principals/identity-center-delete-table.json",
-         {"GUARDRAIL_AGENT_PRINCIPALS": "arn:aws:sts::*:assumed-role/AWSReservedSSO_*/*"},
-         "provisioned by IAM Identity Center", "remove the assignment of permission set AIAgentAccess"),
         ("principals/root-delete-trail.json", {"GUARDRAIL_AGENT_PRINCIPALS": "arn:aws:iam::*:root"},
          "root user is beyond IAM", "restrict the account with an SCP"),
     ],
@@ -249,6 +246,13 @@ def test_actions_declare_their_permissions() -> None:
         "iam:AttachRolePolicy", "iam:AttachUserPolicy",  # the AWSDenyAll fallback
         "iam:GetRolePolicy", "iam:GetUserPolicy",  # checking it is still in place
         "iam:ListAttachedRolePolicies", "iam:ListAttachedUserPolicies",
+        # an Identity Center user: new default versions of the prepared policy, the oldest made room for
+        "iam:GetPolicy", "iam:GetPolicyVersion", "iam:ListPolicyVersions", "iam:CreatePolicyVersion",
+        "iam:DeletePolicyVersion",
+    }  # fmt: skip
+    identity_center = {
+        "iam:GetPolicy", "iam:GetPolicyVersion", "iam:ListPolicyVersions", "iam:CreatePolicyVersion",
+        "iam:DeletePolicyVersion",
     }  # fmt: skip
     assert release_permissions() == {
         "iam:DeleteRolePolicy",
@@ -257,6 +261,7 @@ def test_actions_declare_their_permissions() -> None:
         "iam:UpdateAccessKey",
         "iam:DetachRolePolicy",
         "iam:DetachUserPolicy",
+        *identity_center,
     }
     for action in (
         PutRoleDenyAll(),
@@ -418,3 +423,107 @@ def test_session_scope_without_a_nameable_session_contains_the_role_and_says_so(
     plan = plan_containment(classify(parse_event(event), settings), settings, RESPONDER)
     assert names(plan) == ["PutRoleDenyAll", "TagRole"]
     assert "the whole role is contained" in plan.caveats[-1]
+
+
+IC_AGENTS = {"GUARDRAIL_AGENT_PRINCIPALS": "arn:aws:sts::*:assumed-role/AWSReservedSSO_*/*"}
+
+
+def test_an_identity_center_user_is_contained_through_the_prepared_policy() -> None:
+    from guardrail.respond.containment import SessionRef, principal_key  # noqa: PLC0415
+
+    plan = plan_for("principals/identity-center-delete-table.json", IC_AGENTS)
+    assert plan.blocked is None
+    assert names(plan) == ["DenyIdentityCenterUser"]
+    assert plan.target == Target(
+        TargetKind.IDENTITY_CENTER,
+        "AWSReservedSSO_AIAgentAccess_0123456789abcdef",
+        "111122223333",
+        SessionRef(userid="AROAEXAMPLESSO00001:devin-bot@example.com"),
+        "devin-bot@example.com",
+    )
+    # One incident per user and permission set, never on a role's key; release finds it from the ARN.
+    key = "arn:aws:iam::111122223333:identity-center/AWSReservedSSO_AIAgentAccess_0123456789abcdef/devin-bot@example.com"
+    assert plan.key == key
+    settings = Settings.from_env(IC_AGENTS)
+    verdict = classify(parse_event(load_event("principals/identity-center-delete-table.json")), settings)
+    assert principal_key(verdict.call.principal) == key
+    session_arn = "arn:aws:sts::111122223333:assumed-role/AWSReservedSSO_AIAgentAccess_0123456789abcdef/devin-bot@example.com"
+    assert Target.from_arn(session_arn).key == key
+    assert "Identity Center user devin-bot@example.com (permission set AIAgentAccess" in plan.reason
+    assert any("Disable user devin-bot@example.com in IAM Identity Center" in s for s in plan.manual_steps)
+
+
+def test_an_identity_center_user_elsewhere_keeps_the_manual_steps() -> None:
+    settings = Settings.from_env(IC_AGENTS)
+    verdict = classify(parse_event(load_event("principals/identity-center-delete-table.json")), settings)
+    plan = plan_containment(verdict, settings, RESPONDER, reachable=lambda account: False)
+    assert plan.blocked is Blocked.NOT_CONTAINABLE
+    assert any("remove the assignment of permission set AIAgentAccess" in s for s in plan.manual_steps)
+
+
+def test_the_prepared_policy_keeps_other_users_and_never_denies_nobody() -> None:
+    from guardrail.respond.containment import denied_userids, identity_center_document  # noqa: PLC0415
+
+    empty = identity_center_document([])
+    assert denied_userids(empty) == []
+    assert empty["Statement"][0]["Condition"] == {
+        "StringEquals": {"aws:userid": ["guardrail-placeholder:no-session-has-this-id"]}
+    }
+    both = identity_center_document(["AROA1:jane", "AROA1:joe"])
+    assert denied_userids(both) == ["AROA1:jane", "AROA1:joe"]
+
+
+# moto answers ProvisionPermissionSet with SUCCEEDED at once and has no DescribePermissionSetProvisioningStatus:
+# the wait is checked against botocore's Stubber, with responses shaped like the sso-admin API reference's.
+@pytest.mark.parametrize(
+    ("final", "expected"),
+    [
+        ({"Status": "SUCCEEDED"}, "SUCCEEDED"),
+        ({"Status": "FAILED", "FailureReason": "Policy GuardrailIdentityCenterDeny not found in 444455556666"},
+         "FAILED: Policy GuardrailIdentityCenterDeny not found in 444455556666"),
+    ],
+)  # fmt: skip
+def test_provisioning_is_waited_for_and_a_failure_reported(final: dict[str, str], expected: str) -> None:
+    import boto3  # noqa: PLC0415
+    from botocore.stub import Stubber  # noqa: PLC0415
+
+    from guardrail.operate.identity_center import _provision  # noqa: PLC0415
+
+    sso = boto3.client("sso-admin", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    stub = Stubber(sso)
+    instance, permission_set = "arn:aws:sso:::instance/ssoins-1", "arn:aws:sso:::permissionSet/ssoins-1/ps-1"
+    stub.add_response(
+        "provision_permission_set",
+        {
+            "PermissionSetProvisioningStatus": {
+                "Status": "IN_PROGRESS",
+                "RequestId": "2f1b6f3c-0c1e-4e2a-9a57-3c5f7d9b1e20",
+            }
+        },
+        {
+            "InstanceArn": instance,
+            "PermissionSetArn": permission_set,
+            "TargetType": "ALL_PROVISIONED_ACCOUNTS",
+        },
+    )
+    ask = {"InstanceArn": instance, "ProvisionPermissionSetRequestId": "2f1b6f3c-0c1e-4e2a-9a57-3c5f7d9b1e20"}
+    stub.add_response(
+        "describe_permission_set_provisioning_status",
+        {
+            "PermissionSetProvisioningStatus": {
+                "Status": "IN_PROGRESS",
+                "RequestId": "2f1b6f3c-0c1e-4e2a-9a57-3c5f7d9b1e20",
+            }
+        },
+        ask,
+    )
+    stub.add_response(
+        "describe_permission_set_provisioning_status",
+        {"PermissionSetProvisioningStatus": {**final, "RequestId": "2f1b6f3c-0c1e-4e2a-9a57-3c5f7d9b1e20"}},
+        ask,
+    )
+    waits: list[float] = []
+    with stub:
+        assert _provision(sso, instance, permission_set, 60.0, waits.append) == expected
+    stub.assert_no_pending_responses()
+    assert waits == [2.0, 2.0]

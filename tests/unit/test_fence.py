@@ -106,6 +106,8 @@ COVERAGE: dict[str, tuple[str, str] | tuple[str, str, dict[str, str]]] = {
     # The key has no name of its own: its alias does.
     "AWS::KMS::Key": ("kms:ScheduleKeyDeletion", f"arn:aws:kms:us-east-1:{ACCOUNT}:key/0f1e2d3c-aaaa", {"kms:ResourceAliases": f"alias/{STACK}-incidents"}),
     "AWS::Lambda::Permission": ("lambda:RemovePermission", f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:{STACK}-ResponderFunction-AbC123"),
+    # The prepared Identity Center deny: a new default version would lift a user's containment.
+    "AWS::IAM::ManagedPolicy": ("iam:CreatePolicyVersion", f"arn:aws:iam::{ACCOUNT}:policy/guardrail/GuardrailIdentityCenterDeny"),
 }  # fmt: skip
 # Created without a resource of its own in the template: each function's role (SAM), the generated rules
 # (the responder's EventBridgeRule events), the stack.

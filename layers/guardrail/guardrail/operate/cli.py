@@ -79,6 +79,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hours", type=int, default=3, help="how far back to look (before the incident opened)")
     p.add_argument("--apply", action="store_true", help="carry out the plan's steps, one by one")
 
+    p = commands.add_parser(
+        "sso", help="Identity Center: prepare the agents' permission sets for containment"
+    )
+    p.add_argument("action", choices=["prepare"])
+    p.add_argument("--instance-arn", help="the Identity Center instance (default: the only one visible)")
+    p.add_argument(
+        "--permission-set",
+        action="append",
+        dest="permission_sets",
+        metavar="NAME",
+        help="a permission set the agents' users hold (repeat; default: every permission set)",
+    )
+    p.add_argument("--check", action="store_true", help="report coverage only; change nothing")
+
     p = commands.add_parser("incidents", help="list open and recent incidents from the state table")
     p.add_argument("--json", action="store_true", help="print one JSON array")
     p.add_argument("--limit", type=int, default=50)
@@ -171,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         if args.command == "undo":
             return undo_command(args.incident, args.hours, apply=args.apply)
+        if args.command == "sso":
+            return sso_command(args.instance_arn, args.permission_sets, check=args.check)
         if args.command == "patterns":
             return patterns_command(write=args.write)
         if args.command == "rules":
@@ -305,6 +321,18 @@ def undo_command(incident_id: str, hours: int, *, apply: bool) -> int:
         return 0
     print()
     return run_undo(rt, subject, plan, now, sys.stdout)
+
+
+def sso_command(instance_arn: str | None, permission_sets: list[str] | None, *, check: bool) -> int:
+    import boto3
+
+    from guardrail.operate.identity_center import prepare, report
+
+    # A session of its own: boto3.client would create (and keep) the process-wide default session.
+    sso = boto3.session.Session().client("sso-admin")
+    instance, found = prepare(sso, instance_arn, permission_sets, apply=not check)
+    print(report(instance, found), end="")
+    return 0 if all(c.covered for c in found) else 1
 
 
 def incidents_command(*, as_json: bool, limit: int) -> int:

@@ -68,6 +68,7 @@ def fence_statements(
                 f"arn:aws:sqs:*:{account}:{own}",
                 f"arn:aws:logs:*:{account}:log-group:{own}",
                 f"arn:aws:iam::{account}:role/{own}",
+                f"arn:aws:iam::{account}:policy/guardrail/*",  # the prepared Identity Center deny
                 f"arn:aws:cloudformation:*:{account}:stack/{stack}/*",
                 f"arn:aws:kms:*:{account}:alias/{own}",
                 f"arn:aws:cloudwatch:*:{account}:alarm:{own}",

@@ -234,6 +234,18 @@ class EmbeddedAws:
         session.client("sns").subscribe(
             TopicArn=topic, Protocol="sqs", Endpoint=inbox_arn, Attributes={"RawMessageDelivery": "true"}
         )
+        # What template.yaml and member.yaml put in every account: the prepared Identity Center deny.
+        from guardrail.respond.containment import (
+            IDENTITY_CENTER_PATH,
+            IDENTITY_CENTER_POLICY,
+            identity_center_document,
+        )
+
+        session.client("iam").create_policy(
+            PolicyName=IDENTITY_CENTER_POLICY,
+            Path=IDENTITY_CENTER_PATH,
+            PolicyDocument=json.dumps(identity_center_document([])),
+        )
         self.settings_env = {
             "GUARDRAIL_TOPIC_ARN": topic,
             "GUARDRAIL_STATE_TABLE": "guardrail-state",

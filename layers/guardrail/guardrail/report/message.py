@@ -148,6 +148,7 @@ def _rule_doc(rule: Rule) -> dict[str, str]:
 def _containment_doc(incident: Incident, **changes: Any) -> dict[str, Any]:
     document = {
         "status": incident.status.value,
+        "reason": incident.reason,  # whom the containment stopped, where it is not the role or user itself
         "actions": incident.actions,
         "containment_ms": incident.containment_ms,
         "manual_steps": incident.manual_steps,
@@ -192,7 +193,12 @@ def incident_message(
         "principal": {
             "arn": _clipped(principal.arn),
             "kind": principal.kind.value,
-            "name": _clipped(principal.name),
+            # An Identity Center session is a person's: name the user, not the permission set's role.
+            "name": _clipped(
+                principal.session_name
+                if principal.kind is PrincipalKind.IDENTITY_CENTER and principal.session_name
+                else principal.name
+            ),
             "session": _clipped(principal.session_name),
             "is_agent": verdict.is_agent,
             "is_protected": verdict.is_protected,
@@ -441,6 +447,8 @@ def email_text(message: dict[str, Any]) -> str:
         f"  {outcome_label(message)}"
         + (f" (incident {message['incident_id']})" if message["incident_id"] else ""),
     ]
+    if containment.get("reason") and containment["reason"] != message["reason"]:
+        lines.append(f"  {containment['reason']}")
     for action in containment.get("actions") or []:
         details = action.get("details") or {}
         what = details.get("policy_name") or ", ".join(details.get("deactivated") or []) or ""

@@ -108,7 +108,7 @@ def act(verdict: Verdict, rt: Runtime, started: float, event: object = None) -> 
         # This very call changes a containment: check it at once, whoever made the call.
         _check_containment(target, verdict, rt, changed_by=call.principal.arn or call.principal.display)
     held = found.held.get(key)
-    if held is not None and held.status is IncidentStatus.CONTAINED and verdict.decision is Decision.CONTAIN:
+    if held is not None and held.session_scoped and verdict.decision is Decision.CONTAIN:
         widened = _widen(held, verdict, rt)
         if widened is not None:
             _join(held, verdict, rt, flight=flight)  # counted in the incident like any later event

@@ -63,6 +63,47 @@ class ContainmentFailed(GuardrailError):
 class TargetKind(StrEnum):
     ROLE = "role"
     USER = "user"
+    IDENTITY_CENTER = "identity-center"  # one Identity Center user's sessions of a permission set's role
+
+
+# The customer-managed policy every account carries (template.yaml, member.yaml) and the agents' permission
+# sets reference: an inert placeholder until an incident writes a user's session id into it.
+IDENTITY_CENTER_POLICY = "GuardrailIdentityCenterDeny"
+IDENTITY_CENTER_PATH = "/guardrail/"
+IDENTITY_CENTER_SID = "GuardrailIdentityCenterSessions"
+IDENTITY_CENTER_PLACEHOLDER = "guardrail-placeholder:no-session-has-this-id"
+MANAGED_POLICY_LIMIT = 6144  # characters, whitespace not counted
+POLICY_VERSIONS = 5
+
+
+def identity_center_policy_arn(account: str) -> str:
+    return f"arn:aws:iam::{account}:policy{IDENTITY_CENTER_PATH}{IDENTITY_CENTER_POLICY}"
+
+
+def identity_center_document(userids: list[str]) -> dict[str, Any]:
+    """The prepared policy: denies everything to the listed sessions (aws:userid), nothing when empty."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": IDENTITY_CENTER_SID,
+                "Effect": "Deny",
+                "Action": "*",
+                "Resource": "*",
+                "Condition": {"StringEquals": {"aws:userid": userids or [IDENTITY_CENTER_PLACEHOLDER]}},
+            }
+        ],
+    }
+
+
+def denied_userids(document: Any) -> list[str]:
+    """The session ids the prepared policy denies (the placeholder is none)."""
+    for statement in document.get("Statement", []) if isinstance(document, dict) else []:
+        if isinstance(statement, dict) and statement.get("Sid") == IDENTITY_CENTER_SID:
+            values = statement.get("Condition", {}).get("StringEquals", {}).get("aws:userid", [])
+            values = [values] if isinstance(values, str) else list(values)
+            return [v for v in values if v != IDENTITY_CENTER_PLACEHOLDER]
+    return []
 
 
 # What a session-scoped deny may key on: a session's source identity (AWS allows 2-64 of these characters),
@@ -129,22 +170,32 @@ class Target:
     name: str
     account: str
     session: SessionRef | None = None
+    member: str | None = None  # an Identity Center user's name (the session name AWS gives its sessions)
 
     @property
     def key(self) -> str:
-        """The identity of the target in the state table. Path-free: names are unique in an account."""
+        """The identity of the target in the state table. Path-free: names are unique in an account. An
+        Identity Center user is keyed apart from any role: one incident per user and permission set."""
+        if self.kind is TargetKind.IDENTITY_CENTER:
+            return f"arn:aws:iam::{self.account}:{self.kind.value}/{self.name}/{self.member}"
         return f"arn:aws:iam::{self.account}:{self.kind.value}/{self.name}"
 
     @classmethod
     def from_arn(cls, arn: str) -> Target:
         """A role, user or assumed-role ARN as an operator would paste it."""
-        match = re.match(r"^arn:aws[\w-]*:(iam|sts)::(\d{12}):(role|user|assumed-role)/(.+)$", arn.strip())
+        match = re.match(
+            r"^arn:aws[\w-]*:(iam|sts)::(\d{12}):(role|user|assumed-role|identity-center)/(.+)$", arn.strip()
+        )
         if not match:
             raise GuardrailError(
                 f"{arn!r} is not a role, user or assumed-role ARN (arn:aws:iam::123456789012:role/Name)"
             )
         _service, account, kind, rest = match.groups()
         parts = rest.split("/")
+        if kind == "assumed-role" and parts[0].startswith("AWSReservedSSO_") and len(parts) > 1:
+            return cls(TargetKind.IDENTITY_CENTER, parts[0], account, member=parts[1])
+        if kind == "identity-center" and len(parts) > 1:
+            return cls(TargetKind.IDENTITY_CENTER, parts[-2], account, member=parts[-1])
         if kind == "assumed-role":
             return cls(TargetKind.ROLE, parts[0], account)
         return cls(TargetKind(kind), parts[-1], account)  # the last segment: paths do not matter
@@ -538,6 +589,103 @@ class PutRoleDenySession(PutRoleDenyAll):
         )
 
 
+class DenyIdentityCenterUser(ContainmentAction):
+    """An Identity Center user's sessions denied in one account, in seconds: the user's session id
+    (aws:userid, <role id>:<user name>) added to the prepared customer-managed policy that the agents'
+    permission sets reference, as a new default version (no provisioning to wait for). Other users'
+    entries stay; the oldest non-default version goes when the five-version quota is reached; release
+    removes exactly the entry this added."""
+
+    name = "deny_identity_center_user"
+    target_kind = TargetKind.IDENTITY_CENTER
+    permissions = (
+        "iam:GetPolicy",
+        "iam:GetPolicyVersion",
+        "iam:ListPolicyVersions",
+        "iam:CreatePolicyVersion",
+        "iam:DeletePolicyVersion",
+    )
+    undo_permissions = permissions
+    verify_permissions = ("iam:GetPolicy", "iam:GetPolicyVersion")
+    stops_agent = True
+
+    def apply(self, target: Target, incident: IncidentRef, iam: IAMClient) -> ActionRecord:
+        userid = target.session.userid if target.session else None
+        if not userid:
+            raise GuardrailError(f"{target.key}: no session id to deny")
+        arn = identity_center_policy_arn(target.account)
+        added, version, request_ids = self._rewrite(iam, arn, userid, add=True)
+        details = {"policy_arn": arn, "userid": userid, "added": added, "version_id": version}
+        return ActionRecord(self.name, target.key, details, request_ids, _now_iso())
+
+    def undo(self, record: ActionRecord, iam: IAMClient) -> ActionRecord:
+        userid, arn = record.details.get("userid"), record.details.get("policy_arn")
+        if not record.details.get("added") or not userid or not arn:
+            return ActionRecord(self.name, record.target, {"not_added_by_this_incident": True}, at=_now_iso())
+        try:
+            removed, version, request_ids = self._rewrite(iam, str(arn), str(userid), add=False)
+        except iam.exceptions.NoSuchEntityException:
+            return ActionRecord(self.name, record.target, {"already_absent": True}, at=_now_iso())
+        details = {"policy_arn": arn, "userid": userid, "removed": removed, "version_id": version}
+        return ActionRecord(self.name, record.target, details, request_ids, _now_iso())
+
+    def verify(self, record: ActionRecord, incident: IncidentRef, iam: IAMClient) -> str | None:
+        arn, userid = record.details.get("policy_arn"), record.details.get("userid")
+        if not arn or not userid:
+            return None
+        try:
+            document = self._default_document(iam, str(arn))
+        except iam.exceptions.NoSuchEntityException:
+            return (
+                f"{IDENTITY_CENTER_POLICY} was deleted from account {Target.from_arn(record.target).account}"
+            )
+        if userid in denied_userids(document):
+            return None
+        return f"{userid} was removed from {IDENTITY_CENTER_POLICY}"
+
+    def restore_target(self, record: ActionRecord) -> Target:
+        target = Target.from_arn(record.target)
+        session = SessionRef(userid=record.details.get("userid"))
+        return Target(target.kind, target.name, target.account, session, target.member)
+
+    @staticmethod
+    def _default_document(iam: IAMClient, arn: str) -> Any:
+        default = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
+        document = iam.get_policy_version(PolicyArn=arn, VersionId=default)["PolicyVersion"]["Document"]
+        return json.loads(unquote(document)) if isinstance(document, str) else document
+
+    def _rewrite(
+        self, iam: IAMClient, arn: str, userid: str, *, add: bool
+    ) -> tuple[bool, str | None, list[str]]:
+        """Read the default version, add (or remove) one session id, write it as the new default; read
+        back, and try again if a concurrent incident's write replaced ours. Returns (whether this call
+        changed it, the version written, the request ids)."""
+        request_ids: list[str] = []
+        for _attempt_number in range(4):
+            before = denied_userids(self._default_document(iam, arn))
+            if (userid in before) == add:
+                return bool(request_ids), None, request_ids
+            after = [*before, userid] if add else [i for i in before if i != userid]
+            text = json.dumps(identity_center_document(after), separators=(",", ":"))
+            if len(text) > MANAGED_POLICY_LIMIT:
+                raise GuardrailError(
+                    f"{IDENTITY_CENTER_POLICY} would exceed the {MANAGED_POLICY_LIMIT}-character managed-policy "
+                    f"limit with {len(after)} sessions: release old incidents, or deny the user by hand"
+                )
+            versions = iam.list_policy_versions(PolicyArn=arn)["Versions"]
+            if len(versions) >= POLICY_VERSIONS:
+                oldest = min(
+                    (v for v in versions if not v["IsDefaultVersion"]), key=lambda v: v["CreateDate"]
+                )
+                deleted = iam.delete_policy_version(PolicyArn=arn, VersionId=oldest["VersionId"])
+                request_ids.append(_request_id(deleted))
+            response = iam.create_policy_version(PolicyArn=arn, PolicyDocument=text, SetAsDefault=True)
+            request_ids.append(_request_id(response))
+            if (userid in denied_userids(self._default_document(iam, arn))) == add:
+                return True, str(response["PolicyVersion"]["VersionId"]), request_ids
+        raise GuardrailError(f"{IDENTITY_CENTER_POLICY} kept changing under concurrent writes: try again")
+
+
 class PutUserDenyAll(_InlinePolicy):
     """Covers console sessions and the temporary credentials the user minted with GetSessionToken or
     GetFederationToken, which survive deactivating its access keys."""
@@ -631,6 +779,7 @@ ALL_ACTIONS: tuple[ContainmentAction, ...] = (
     PutRoleDenyAll(),
     PutRoleRevokeOlderSessions(),
     PutRoleDenySession(),
+    DenyIdentityCenterUser(),
     AttachRoleDenyAll(),
     TagRole(),
     PutUserDenyAll(),
@@ -691,6 +840,10 @@ def principal_key(principal: Principal) -> str:
     path-free ARN (a session's role, not the session), so every session of an agent joins one incident."""
     if principal.kind is PrincipalKind.ROLE and principal.name:
         return Target(TargetKind.ROLE, principal.name, principal.account).key
+    if principal.kind is PrincipalKind.IDENTITY_CENTER and principal.name and principal.session_name:
+        # One incident per user and permission set, never on the key of a role that can be contained.
+        member = principal.session_name
+        return Target(TargetKind.IDENTITY_CENTER, principal.name, principal.account, member=member).key
     if principal.kind in (PrincipalKind.IDENTITY_CENTER, PrincipalKind.SERVICE_LINKED):
         # Held "not containable": keyed by the full ARN, path included, so such a hold can never stand on the
         # key of a role that can be contained (a record claiming an Identity Center path for an agent's own
@@ -756,6 +909,28 @@ def plan_containment(
     kind = principal.kind
     if kind is PrincipalKind.IDENTITY_CENTER:
         permission_set = principal.name.removeprefix("AWSReservedSSO_").rsplit("_", 1)[0] or principal.name
+        user = principal.session_name
+        session = SessionRef.of(principal) if user else None
+        if session is not None and session.userid and can_reach(principal.account):
+            held = Target(TargetKind.IDENTITY_CENTER, principal.name, principal.account, session, user)
+            return ContainmentPlan(
+                held,
+                (DenyIdentityCenterUser(),),
+                reason=(
+                    f"Identity Center user {user} (permission set {permission_set}, account "
+                    f"{principal.account}): their sessions are denied by {IDENTITY_CENTER_POLICY}"
+                ),
+                manual_steps=(
+                    f"Disable user {user} in IAM Identity Center (or at your external identity provider): "
+                    "the deny stops their sessions in this account, not new sign-ins.",
+                    f"Check the user's other accounts: the deny is written in account {principal.account} only.",
+                ),
+                caveats=(
+                    f"Holds where permission set {permission_set} references the customer-managed policy "
+                    f"{IDENTITY_CENTER_PATH}{IDENTITY_CENTER_POLICY} (guardrail sso prepare; "
+                    "docs/identity-center.md); where it does not, the write changes nothing.",
+                ),
+            )
         return ContainmentPlan(
             None,
             blocked=Blocked.NOT_CONTAINABLE,
@@ -898,7 +1073,7 @@ def restore(
             changed.append(problem)
             target = (
                 action.restore_target(record)
-                if isinstance(action, PutRoleDenySession)
+                if isinstance(action, PutRoleDenySession | DenyIdentityCenterUser)
                 else Target.from_arn(record.target)
             )
             redone.append(_attempt(action, target, incident, iam, None))

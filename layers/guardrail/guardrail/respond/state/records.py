@@ -48,6 +48,7 @@ class OpenIncident:
     key: str
     summary_at: int  # epoch seconds of the last message about it
     checked_at: int = 0  # epoch seconds of the last check that its containment is in place
+    session_scoped: bool = False  # one session of the role is denied, not the role: it may widen
 
     @classmethod
     def from_lock(cls, key: str, lock: dict[str, Any]) -> OpenIncident:
@@ -57,6 +58,7 @@ class OpenIncident:
             key,
             int(lock.get("summary_at") or 0),
             int(lock.get("checked_at") or 0),
+            lock.get("scope") == "session",
         )
 
 
@@ -110,6 +112,8 @@ class IncidentRecords:
             "opened_at": iso_time(incident.opened_at),
             "summary_at": int(now.timestamp()),
         }
+        if any(a.get("action") == "put_role_deny_session" and not a.get("error") for a in incident.actions):
+            lock["scope"] = "session"  # later events read the lock, not the incident, to know it may widen
         if incident.status is not IncidentStatus.CONTAINED:
             # Only a real containment holds until release; the others gather events for a window.
             lock["expires_at"] = int((now + INCIDENT_WINDOW).timestamp())
@@ -256,6 +260,17 @@ class IncidentRecords:
         except db.exceptions.ConditionalCheckFailedException:
             return False
         return True
+
+    def widened(self, key: str) -> Any:
+        """The transaction item that marks a principal's hold as the whole role's now."""
+        return {
+            "Update": {
+                "TableName": self.table.name,
+                "Key": lock_key(key),
+                "UpdateExpression": "REMOVE #scope",
+                "ExpressionAttributeNames": {"#scope": "scope"},
+            }
+        }
 
     def restored(self, incident_id: str, redone: list[dict[str, Any]]) -> Any:
         """The transaction item that adds what a check applied again to the incident's actions, so a

@@ -254,6 +254,7 @@ class IncidentStore:
             TransactItems=[
                 self.records.restored(incident.id, redone),
                 self.audit.entry(incident.id, kind, incident.responder, details),
+                *([self.records.widened(incident.key)] if kind == "widened" else []),
                 *self.ledger.own(request_ids(redone), incident.id, "contain"),
             ]
         )
