@@ -192,3 +192,104 @@ def test_a_replay_of_the_sample_shows_an_identity_center_containment(monkeypatch
     ]  # fmt: skip
     subjects = [n["subject"] for n in result["notifications"]]
     assert subjects[0] == "[CRITICAL][CONTAINED] devin-bot@example.com: DeleteTable"
+
+
+ADMIN_ROLE = f"arn:aws:iam::{ACCOUNT}:role/GuardrailIdentityCenterAdmin"
+OWN_INLINE = {
+    "Version": "2012-10-17",
+    "Statement": [{"Sid": "Team", "Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+}
+
+
+def identity_center(responder: Responder, *, referenced: bool) -> tuple[Any, str, str]:
+    """The permission set the sample's role was provisioned from, with an inline policy of its own, and
+    the role the responder may assume in the administration account (here: the same moto account)."""
+    session = responder.aws.session()
+    session.client("iam").create_role(
+        RoleName="GuardrailIdentityCenterAdmin",
+        AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}]}),
+    )  # fmt: skip
+    session.client("iam").put_role_policy(
+        RoleName="GuardrailIdentityCenterAdmin",
+        PolicyName="sso",
+        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sso:*", "Resource": "*"}]}),
+    )  # fmt: skip
+    sso = session.client("sso-admin")
+    instance = sso.list_instances()["Instances"][0]["InstanceArn"]
+    permission_set = sso.create_permission_set(InstanceArn=instance, Name="AIAgentAccess")["PermissionSet"][
+        "PermissionSetArn"
+    ]
+    sso.put_inline_policy_to_permission_set(
+        InstanceArn=instance, PermissionSetArn=permission_set, InlinePolicy=json.dumps(OWN_INLINE)
+    )
+    if referenced:
+        sso.attach_customer_managed_policy_reference_to_permission_set(
+            InstanceArn=instance, PermissionSetArn=permission_set,
+            CustomerManagedPolicyReference={"Name": IDENTITY_CENTER_POLICY, "Path": IDENTITY_CENTER_PATH},
+        )  # fmt: skip
+    return sso, instance, permission_set
+
+
+def inline(sso: Any, instance: str, permission_set: str) -> dict[str, Any]:
+    text = sso.get_inline_policy_for_permission_set(InstanceArn=instance, PermissionSetArn=permission_set)[
+        "InlinePolicy"
+    ]
+    return json.loads(text) if text else {}
+
+
+def test_without_the_reference_the_permission_sets_inline_policy_is_merged_and_provisioned(
+    make_responder: Any,
+) -> None:
+    responder = make_responder({**AGENTS, "GUARDRAIL_IDENTITY_CENTER_ADMIN_ROLE_ARN": ADMIN_ROLE})
+    sso, instance, permission_set = identity_center(responder, referenced=False)
+
+    outcome = responder(user_event("devin-bot@example.com"))
+
+    assert outcome["status"] == "contained"
+    by_action = {a["action"]: a for a in outcome["actions"]}
+    fallback = by_action["deny_permission_set_inline"]
+    assert fallback["error"] is None
+    assert fallback["details"]["provisioning"] == "SUCCEEDED"  # moto provisions at once
+    assert fallback["details"]["permission_set_arn"] == permission_set
+    document = inline(sso, instance, permission_set)
+    assert document["Statement"][0] == OWN_INLINE["Statement"][0]  # what was there stays
+    assert document["Statement"][1] == {
+        "Sid": fallback["details"]["sid"],
+        "Effect": "Deny",
+        "Action": "*",
+        "Resource": "*",
+        "Condition": {"StringEquals": {"aws:userid": f"{ROLE_ID}:devin-bot@example.com"}},
+    }
+
+    session = f"arn:aws:sts::{ACCOUNT}:assumed-role/{ROLE}/devin-bot@example.com"
+    release(session, "reviewed", "jane", responder.runtime)
+    assert inline(sso, instance, permission_set) == OWN_INLINE  # exactly the added statement removed
+
+
+def test_with_the_reference_the_inline_policy_is_left_alone(make_responder: Any) -> None:
+    responder = make_responder({**AGENTS, "GUARDRAIL_IDENTITY_CENTER_ADMIN_ROLE_ARN": ADMIN_ROLE})
+    sso, instance, permission_set = identity_center(responder, referenced=True)
+
+    outcome = responder(user_event("devin-bot@example.com"))
+
+    by_action = {a["action"]: a for a in outcome["actions"]}
+    assert by_action["deny_permission_set_inline"]["details"]["covered_by_reference"] is True
+    assert inline(sso, instance, permission_set) == OWN_INLINE
+    assert userids(responder.aws.session().client("iam")) == [f"{ROLE_ID}:devin-bot@example.com"]
+
+
+def test_a_provisioning_that_has_not_finished_is_reported_and_does_not_count_as_holding() -> None:
+    from guardrail.respond.containment import (  # noqa: PLC0415
+        ActionRecord,
+        DenyPermissionSetInline,
+        holding,
+    )
+
+    # What the responder records when DescribePermissionSetProvisioningStatus still says IN_PROGRESS after
+    # its wait: the statement is written (release removes it), the layer is not counted as holding.
+    record = ActionRecord(
+        DenyPermissionSetInline.name, "arn:aws:iam::111122223333:identity-center/r/u",
+        {"sid": "GuardrailIncidentX", "provisioning": "IN_PROGRESS"},
+        error="provisioning IN_PROGRESS: the inline deny is not in force yet",
+    )  # fmt: skip
+    assert holding([record]) == ([], [DenyPermissionSetInline.name])

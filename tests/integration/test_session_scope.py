@@ -168,3 +168,17 @@ def test_role_scope_stays_the_default(make_responder: Any) -> None:
     responder.agent(event)
     assert responder(event)["status"] == "contained"
     assert set(role_policies(responder)) == {"AgentPermissions", "GuardrailEmergencyDenyAll"}
+
+
+def test_the_replay_sample_shows_a_session_containment_widening(monkeypatch: pytest.MonkeyPatch) -> None:
+    from guardrail.operate.replay import replay  # noqa: PLC0415
+    from tests.conftest import EVENTS  # noqa: PLC0415
+
+    monkeypatch.setenv("GUARDRAIL_CONTAINMENT_SCOPE", "session")
+    first, second = replay([EVENTS / "sequences" / "shared-role-evasion.jsonl"])
+    assert (first["status"], second["status"]) == ("contained", "widened")
+    assert second["incident_id"] == first["incident_id"]
+    assert "session AROAEXAMPLEAGENT01:claude-code-session (credentials issued before" in second["notes"][0]
+    assert [n["subject"] for n in second["notifications"]] == [
+        "[CRITICAL][CONTAINED][WIDENED] AIAgentRole: DeleteTable"
+    ]

@@ -296,10 +296,13 @@ def test_no_write_on_every_resource_and_iam_writes_only_on_agents(
             set(statement.get("Action", [])) & set(DIRECTORY_PERMISSIONS)
             or statement.get("Action") in MEMBER_PERMISSIONS
         ):
-            # Central mode: the organization's accounts, and only the member containment role by name.
-            assert "${MemberRoleName}" in json.dumps(
-                statement["Resource"]
-            ) or "organizations::" in json.dumps(statement["Resource"])
+            # Central mode: the organization's accounts, and only the member containment role by name; or
+            # the one role the operator named in Identity Center's administration account.
+            assert (
+                "${MemberRoleName}" in json.dumps(statement["Resource"])
+                or "organizations::" in json.dumps(statement["Resource"])
+                or statement["Resource"] == {"Ref": "IdentityCenterAdminRoleArn"}
+            )
             continue
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
         if statement["Resource"] == "*":
@@ -610,7 +613,10 @@ def test_member_roles_are_assumed_only_inside_the_organization(template: dict[st
     found = 0
     for function in ("ResponderFunction", "ReleaseFunction"):
         for statement in _statements(template, function):
-            if statement.get("Action") == "sts:AssumeRole":
+            if (
+                statement.get("Action") == "sts:AssumeRole"
+                and statement.get("Sid") != "AssumeIdentityCenterAdminRole"
+            ):
                 assert statement["Condition"] == {
                     "StringEquals": {"aws:ResourceOrgID": {"Ref": "OrganizationId"}}
                 }
@@ -711,3 +717,16 @@ def test_every_account_carries_the_prepared_identity_center_policy(name: str) ->
         IDENTITY_CENTER_PATH,
     )
     assert properties["PolicyDocument"] == identity_center_document([])  # the inert placeholder
+
+
+def test_the_identity_center_fallback_role_is_assumed_only_when_named(template: dict[str, Any]) -> None:
+    for function in ("ResponderFunction", "ReleaseFunction"):
+        condition, statement = _conditional(template, function, "AssumeIdentityCenterAdminRole")
+        assert condition == "HasIdentityCenterAdmin"
+        assert (statement["Action"], statement["Resource"]) == (
+            "sts:AssumeRole",
+            {"Ref": "IdentityCenterAdminRoleArn"},
+        )
+        variables = template["Resources"][function]["Properties"]["Environment"]["Variables"]
+        assert variables["GUARDRAIL_IDENTITY_CENTER_ADMIN_ROLE_ARN"] == {"Ref": "IdentityCenterAdminRoleArn"}
+    assert template["Parameters"]["IdentityCenterAdminRoleArn"]["Default"] == ""

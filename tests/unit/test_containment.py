@@ -527,3 +527,25 @@ def test_provisioning_is_waited_for_and_a_failure_reported(final: dict[str, str]
         assert _provision(sso, instance, permission_set, 60.0, waits.append) == expected
     stub.assert_no_pending_responses()
     assert waits == [2.0, 2.0]
+
+
+def test_the_identity_center_admin_role_policy_in_the_docs_is_what_the_fallback_calls() -> None:
+    import inspect  # noqa: PLC0415
+    import re  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from guardrail.respond.containment import (  # noqa: PLC0415
+        IDENTITY_CENTER_ADMIN_PERMISSIONS,
+        DenyPermissionSetInline,
+    )
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "identity-center.md").read_text()
+    section = docs.split("The role in the administration account needs:", 1)[1].split("plus", 1)[0]
+    assert set(re.findall(r"`(sso:\w+)`", section)) == set(IDENTITY_CENTER_ADMIN_PERMISSIONS)
+    # Every sso-admin call the fallback makes, by its boto3 name, is one of them.
+    source = inspect.getsource(DenyPermissionSetInline)
+    called = set(re.findall(r"sso\.(\w+)\(", source))
+    declared = {
+        re.sub(r"(?<!^)(?=[A-Z])", "_", p.split(":")[1]).lower() for p in IDENTITY_CENTER_ADMIN_PERMISSIONS
+    }
+    assert called <= declared, called - declared

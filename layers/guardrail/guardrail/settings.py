@@ -116,6 +116,11 @@ class Settings:
     # After a stop (docs/investigate.md): how long each agent's flight record is kept; how far back the damage
     # report on a containment looks, and whether it also asks CloudTrail's event history; what the
     # responder puts back by itself.
+    # Identity Center's administration account (management or delegated administrator): a role there lets
+    # the responder fall back to the permission set's inline policy (docs/identity-center.md).
+    identity_center_admin_role_arn: str | None = None
+    identity_center_instance_arn: str | None = None
+    identity_center_region: str | None = None  # where the instance is; default: the responder's region
     flight_days: int = 30
     lookup_cloudtrail: bool = False
     damage_hours: int = 3
@@ -329,6 +334,9 @@ class Settings:
             organization_id=text("GUARDRAIL_ORGANIZATION_ID"),
             environment_tag=text("GUARDRAIL_ENVIRONMENT_TAG"),
             own_name_prefix=env.get("GUARDRAIL_OWN_NAME_PREFIX", DEFAULT_OWN_NAME_PREFIX).strip(),
+            identity_center_admin_role_arn=text("GUARDRAIL_IDENTITY_CENTER_ADMIN_ROLE_ARN"),
+            identity_center_instance_arn=text("GUARDRAIL_IDENTITY_CENTER_INSTANCE_ARN"),
+            identity_center_region=text("GUARDRAIL_IDENTITY_CENTER_REGION"),
             flight_days=number("GUARDRAIL_FLIGHT_DAYS", 30, 1, 365),
             lookup_cloudtrail=boolean("GUARDRAIL_LOOKUP_CLOUDTRAIL", False),
             damage_hours=number("GUARDRAIL_DAMAGE_HOURS", 3, 1, 24 * 90),
@@ -357,6 +365,14 @@ class Settings:
             problems.append(
                 f"GUARDRAIL_OWN_NAME_PREFIX: {settings.own_name_prefix!r} is not a stack name and a hyphen "
                 "(guardrail-responder-)"
+            )
+        admin = settings.identity_center_admin_role_arn
+        if admin and not re.match(r"^arn:aws[\w-]*:iam::\d{12}:role/[\w+=,.@/-]+$", admin):
+            problems.append(f"GUARDRAIL_IDENTITY_CENTER_ADMIN_ROLE_ARN: {admin!r} is not an IAM role ARN")
+        instance = settings.identity_center_instance_arn
+        if instance and not re.match(r"^arn:aws[\w-]*:sso:::instance/(sso)?ins-[a-zA-Z0-9-.]{16}$", instance):
+            problems.append(
+                f"GUARDRAIL_IDENTITY_CENTER_INSTANCE_ARN: {instance!r} is not an Identity Center instance ARN"
             )
         if settings.runbook_url and not settings.runbook_url.startswith("https://"):
             problems.append(f"GUARDRAIL_RUNBOOK_URL: {settings.runbook_url!r} is not an https:// URL")

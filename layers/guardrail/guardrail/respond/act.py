@@ -167,7 +167,7 @@ def _widen(held: OpenIncident, verdict: Verdict, rt: Runtime) -> str | None:
     why = (
         f"containment widened to the whole role {target.name}: {verdict.call.event_name} "
         f"({verdict.top_rule.id if verdict.top_rule else verdict.category.value}) came from another session "
-        f"({who}) while {sessions[0].details.get('session')} was contained"
+        f"({who}) while {SessionRef.from_dict(sessions[0].details.get('session') or {}).describe()} was contained"
     )
     items = [r.to_item() for r in records]
     rt.store.restored(incident, [why], items, caller.arn or None, kind="widened")
@@ -353,7 +353,7 @@ def contain(
     try:
         iam = rt.iam_for(plan.target.account)
         assert iam is not None  # the planner only plans for reachable accounts
-        records = apply_plan(plan, ref, iam, started)
+        records = apply_plan(plan, ref, iam, started, rt.identity_center_admin)
     except (ContainmentFailed, MemberAccessError) as error:
         exc = error if isinstance(error, ContainmentFailed) else ContainmentFailed(str(error), [])
         incident.status = IncidentStatus.FAILED
@@ -617,7 +617,9 @@ def _lost_race(
     winner = rt.store.records.get(claim.incident_id)
     iam = rt.iam_for(plan.target.account) if plan.target else None
     if winner is not None and winner.status is IncidentStatus.CONTAINED and iam is not None:
-        redone = apply_plan(plan, IncidentRef(winner.id, winner.opened_at), iam)
+        redone = apply_plan(
+            plan, IncidentRef(winner.id, winner.opened_at), iam, admin=rt.identity_center_admin
+        )
         rt.store.ledger.remember_own(request_ids([r.to_item() for r in redone]), winner.id, "contain")
     rt.store.audit.record(claim.incident_id, "raced", rt.identity().arn, {"event_id": verdict.call.event_id})
     return _follow_winner(claim, key, verdict, rt, mark_event, flight)

@@ -686,6 +686,153 @@ class DenyIdentityCenterUser(ContainmentAction):
         raise GuardrailError(f"{IDENTITY_CENTER_POLICY} kept changing under concurrent writes: try again")
 
 
+# What the role in Identity Center's administration account must allow for the fallback (docs/identity-center.md).
+IDENTITY_CENTER_ADMIN_PERMISSIONS = (
+    "sso:ListInstances",
+    "sso:ListPermissionSets",
+    "sso:DescribePermissionSet",
+    "sso:ListCustomerManagedPolicyReferencesInPermissionSet",
+    "sso:GetInlinePolicyForPermissionSet",
+    "sso:PutInlinePolicyToPermissionSet",
+    "sso:DeleteInlinePolicyFromPermissionSet",
+    "sso:ProvisionPermissionSet",
+    "sso:DescribePermissionSetProvisioningStatus",
+)
+PROVISION_WAIT_SECONDS = 20.0  # within the function's time; an unfinished one is retried, said so meanwhile
+
+
+class DenyPermissionSetInline(ContainmentAction):
+    """The fallback for a permission set that does not reference the prepared policy: a deny of the user's
+    session id merged into the permission set's inline policy (what is there stays), provisioned to the
+    session's account, through a role in Identity Center's administration account. Holds only once the
+    provisioning succeeded: until then the record says so, and Lambda's retry checks again."""
+
+    name = "deny_permission_set_inline"
+    target_kind = TargetKind.IDENTITY_CENTER
+    permissions = ()  # no IAM in the agent's account: IDENTITY_CENTER_ADMIN_PERMISSIONS, in the admin account
+    undo_permissions = ()
+    stops_agent = True
+
+    def __init__(
+        self, admin: Callable[[], Any] | None = None, instance_arn: str | None = None, sleep: Any = time.sleep
+    ) -> None:
+        self.admin, self.instance_arn, self.sleep = admin, instance_arn, sleep
+
+    def _sso(self) -> Any:
+        if self.admin is None:
+            raise GuardrailError("no role in Identity Center's administration account is configured")
+        return self.admin()
+
+    def apply(self, target: Target, incident: IncidentRef, iam: IAMClient) -> ActionRecord:
+        userid = target.session.userid if target.session else None
+        if not userid:
+            raise GuardrailError(f"{target.key}: no session id to deny")
+        sso = self._sso()
+        instance, permission_set = self._find(sso, target.name)
+        details: dict[str, Any] = {"instance_arn": instance, "permission_set_arn": permission_set}
+        references = sso.list_customer_managed_policy_references_in_permission_set(
+            InstanceArn=instance, PermissionSetArn=permission_set
+        ).get("CustomerManagedPolicyReferences", [])
+        if any(
+            r.get("Name") == IDENTITY_CENTER_POLICY and r.get("Path", "/") == IDENTITY_CENTER_PATH
+            for r in references
+        ):
+            # The prepared policy holds for this permission set: nothing to add here.
+            return ActionRecord(
+                self.name, target.key, {**details, "covered_by_reference": True}, at=_now_iso()
+            )
+        document = self._inline(sso, instance, permission_set)
+        # One statement per user: an earlier incident's (a raced one, redone under the winner) is replaced.
+        statements = [
+            s
+            for s in document.get("Statement", [])
+            if s.get("Sid") != incident.sid
+            and not (
+                str(s.get("Sid", "")).startswith("GuardrailIncident")
+                and s.get("Condition") == {"StringEquals": {"aws:userid": userid}}
+            )
+        ]
+        statements.append(
+            {
+                "Sid": incident.sid,
+                "Effect": "Deny",
+                "Action": "*",
+                "Resource": "*",
+                "Condition": {"StringEquals": {"aws:userid": userid}},
+            }
+        )
+        merged = {"Version": document.get("Version", "2012-10-17"), "Statement": statements}
+        sso.put_inline_policy_to_permission_set(
+            InstanceArn=instance, PermissionSetArn=permission_set, InlinePolicy=json.dumps(merged)
+        )
+        status = self._provision(sso, instance, permission_set, target.account)
+        details.update(sid=incident.sid, userid=userid, provisioning=status)
+        error = (
+            None if status == "SUCCEEDED" else f"provisioning {status}: the inline deny is not in force yet"
+        )
+        return ActionRecord(self.name, target.key, details, at=_now_iso(), error=error)
+
+    def undo(self, record: ActionRecord, iam: IAMClient) -> ActionRecord:
+        details = record.details
+        if details.get("covered_by_reference") or not details.get("sid"):
+            return ActionRecord(self.name, record.target, {"nothing_added": True}, at=_now_iso())
+        sso = self._sso()
+        instance, permission_set = str(details["instance_arn"]), str(details["permission_set_arn"])
+        document = self._inline(sso, instance, permission_set)
+        kept = [s for s in document.get("Statement", []) if s.get("Sid") != details["sid"]]
+        if kept:
+            sso.put_inline_policy_to_permission_set(
+                InstanceArn=instance,
+                PermissionSetArn=permission_set,
+                InlinePolicy=json.dumps({**document, "Statement": kept}),
+            )
+        else:
+            sso.delete_inline_policy_from_permission_set(
+                InstanceArn=instance, PermissionSetArn=permission_set
+            )
+        status = self._provision(sso, instance, permission_set, Target.from_arn(record.target).account)
+        return ActionRecord(self.name, record.target, {**details, "provisioning": status}, at=_now_iso())
+
+    def _find(self, sso: Any, role_name: str) -> tuple[str, str]:
+        """The instance, and the permission set whose provisioned role this is (AWSReservedSSO_<name>_<hex>)."""
+        instance = self.instance_arn or str(sso.list_instances()["Instances"][0]["InstanceArn"])
+        wanted = role_name.removeprefix("AWSReservedSSO_").rsplit("_", 1)[0]
+        kwargs: dict[str, Any] = {"InstanceArn": instance}
+        while True:
+            page = sso.list_permission_sets(**kwargs)
+            for arn in page.get("PermissionSets", []):
+                described = sso.describe_permission_set(InstanceArn=instance, PermissionSetArn=arn)
+                if described["PermissionSet"]["Name"] == wanted:
+                    return instance, str(arn)
+            if not page.get("NextToken"):
+                raise GuardrailError(f"no permission set named {wanted} in {instance}")
+            kwargs["NextToken"] = page["NextToken"]
+
+    @staticmethod
+    def _inline(sso: Any, instance: str, permission_set: str) -> dict[str, Any]:
+        text = sso.get_inline_policy_for_permission_set(
+            InstanceArn=instance, PermissionSetArn=permission_set
+        ).get("InlinePolicy")
+        document = json.loads(text) if text else {}
+        if isinstance(document.get("Statement"), dict):
+            document["Statement"] = [document["Statement"]]
+        return document if isinstance(document, dict) else {}
+
+    def _provision(self, sso: Any, instance: str, permission_set: str, account: str) -> str:
+        status = sso.provision_permission_set(
+            InstanceArn=instance, PermissionSetArn=permission_set, TargetType="AWS_ACCOUNT", TargetId=account
+        )["PermissionSetProvisioningStatus"]
+        waited = 0.0
+        while status.get("Status") == "IN_PROGRESS" and waited < PROVISION_WAIT_SECONDS:
+            self.sleep(2.0)
+            waited += 2.0
+            status = sso.describe_permission_set_provisioning_status(
+                InstanceArn=instance, ProvisionPermissionSetRequestId=status["RequestId"]
+            )["PermissionSetProvisioningStatus"]
+        state = str(status.get("Status", "unknown"))
+        return f"FAILED: {status.get('FailureReason', '')}".rstrip(": ") if state == "FAILED" else state
+
+
 class PutUserDenyAll(_InlinePolicy):
     """Covers console sessions and the temporary credentials the user minted with GetSessionToken or
     GetFederationToken, which survive deactivating its access keys."""
@@ -780,6 +927,7 @@ ALL_ACTIONS: tuple[ContainmentAction, ...] = (
     PutRoleRevokeOlderSessions(),
     PutRoleDenySession(),
     DenyIdentityCenterUser(),
+    DenyPermissionSetInline(),
     AttachRoleDenyAll(),
     TagRole(),
     PutUserDenyAll(),
@@ -913,9 +1061,12 @@ def plan_containment(
         session = SessionRef.of(principal) if user else None
         if session is not None and session.userid and can_reach(principal.account):
             held = Target(TargetKind.IDENTITY_CENTER, principal.name, principal.account, session, user)
+            fallback: tuple[ContainmentAction, ...] = ()
+            if settings.identity_center_admin_role_arn:
+                fallback = (DenyPermissionSetInline(None, settings.identity_center_instance_arn),)
             return ContainmentPlan(
                 held,
-                (DenyIdentityCenterUser(),),
+                (DenyIdentityCenterUser(), *fallback),
                 reason=(
                     f"Identity Center user {user} (permission set {permission_set}, account "
                     f"{principal.account}): their sessions are denied by {IDENTITY_CENTER_POLICY}"
@@ -1027,8 +1178,19 @@ def _attempt(
     return record
 
 
+def _bound(action: ContainmentAction, admin: Callable[[], Any] | None) -> ContainmentAction:
+    """An action that works in Identity Center's administration account, given the way there."""
+    if isinstance(action, DenyPermissionSetInline) and action.admin is None and admin is not None:
+        return DenyPermissionSetInline(admin, action.instance_arn)
+    return action
+
+
 def apply_plan(
-    plan: ContainmentPlan, incident: IncidentRef, iam: IAMClient, started: float | None = None
+    plan: ContainmentPlan,
+    incident: IncidentRef,
+    iam: IAMClient,
+    started: float | None = None,
+    admin: Callable[[], Any] | None = None,
 ) -> list[ActionRecord]:
     """Do the plan's actions in order, the one that stops the agent first, and every one of them whatever
     another's fate: a user's keys are deactivated even when its deny policy could not be written. A deny
@@ -1040,7 +1202,8 @@ def apply_plan(
     target = plan.target
     assert target is not None
     records: list[ActionRecord] = []
-    for action in plan.actions:
+    for planned in plan.actions:
+        action = _bound(planned, admin)
         records.append(_attempt(action, target, incident, iam, started))
         fallback = action.fallback
         if (
@@ -1082,10 +1245,23 @@ def restore(
 
 def holding(records: list[ActionRecord]) -> tuple[list[str], list[str]]:
     """(the deny layers that hold, the actions that failed), by name, from what apply_plan returned."""
-    held = [r.action for r in records if r.error is None and ACTIONS_BY_NAME[r.action].stops_agent]
+    held = [
+        r.action
+        for r in records
+        if r.error is None
+        and ACTIONS_BY_NAME[r.action].stops_agent
+        and not r.details.get("covered_by_reference")  # another layer's policy does the denying
+    ]
     return held, [r.action for r in records if r.error]
 
 
-def undo_records(records: list[ActionRecord], iam: IAMClient) -> list[ActionRecord]:
-    """Undo exactly what a containment did, last first."""
-    return [ACTIONS_BY_NAME[r.action].undo(r, iam) for r in reversed(records) if r.error is None]
+def undo_records(
+    records: list[ActionRecord], iam: IAMClient, admin: Callable[[], Any] | None = None
+) -> list[ActionRecord]:
+    """Undo exactly what a containment did, last first. A permission set's inline deny is undone even when
+    its provisioning had not finished (the statement was written)."""
+    return [
+        _bound(ACTIONS_BY_NAME[r.action], admin).undo(r, iam)
+        for r in reversed(records)
+        if r.error is None or (r.action == DenyPermissionSetInline.name and r.details.get("sid"))
+    ]

@@ -45,7 +45,7 @@ def release(
     if records and iam is None:
         raise ReleaseError(f"{target.key} is in account {target.account}, which this responder cannot reach")
     try:
-        undone = undo_records(records, iam) if records and iam is not None else []
+        undone = undo_records(records, iam, rt.identity_center_admin) if records and iam is not None else []
     except Exception as exc:
         store.audit.record(incident.id, "release_failed", released_by, {"reason": reason, "error": str(exc)})
         raise ReleaseError(f"release of {target.key} failed, it stays contained: {exc}") from exc

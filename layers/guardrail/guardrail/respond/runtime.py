@@ -63,6 +63,27 @@ class Runtime:
             return True
         return self.members() is not None and self.is_member(account)
 
+    def identity_center_admin(self) -> Any:
+        """sso-admin in Identity Center's administration account, through the configured role (assumed each
+        time: the fallback that needs it is rare, and its credentials must not outlive the call)."""
+        role = self.settings.identity_center_admin_role_arn
+        if role is None:
+            raise ConfigurationError("GUARDRAIL_IDENTITY_CENTER_ADMIN_ROLE_ARN is not set")
+        import boto3
+
+        credentials = self.aws.sts.assume_role(
+            RoleArn=role, RoleSessionName="guardrail-responder", DurationSeconds=900
+        )["Credentials"]
+        session = boto3.session.Session(
+            aws_access_key_id=credentials["AccessKeyId"],
+            aws_secret_access_key=credentials["SecretAccessKey"],
+            aws_session_token=credentials["SessionToken"],
+        )
+        from guardrail.aws import client_config
+
+        region = self.settings.identity_center_region  # Identity Center lives in one region
+        return session.client("sso-admin", region_name=region, config=client_config())
+
     def members(self) -> MemberSessions | None:
         settings = self.settings
         if settings.member_role_name is None or settings.member_external_id is None:
