@@ -82,18 +82,9 @@ def identity_center_policy_arn(account: str) -> str:
 
 def identity_center_document(userids: list[str]) -> dict[str, Any]:
     """The prepared policy: denies everything to the listed sessions (aws:userid), nothing when empty."""
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": IDENTITY_CENTER_SID,
-                "Effect": "Deny",
-                "Action": "*",
-                "Resource": "*",
-                "Condition": {"StringEquals": {"aws:userid": userids or [IDENTITY_CENTER_PLACEHOLDER]}},
-            }
-        ],
-    }
+    return deny_everything(
+        IDENTITY_CENTER_SID, {"StringEquals": {"aws:userid": userids or [IDENTITY_CENTER_PLACEHOLDER]}}
+    )
 
 
 def denied_userids(document: Any) -> list[str]:
@@ -264,28 +255,23 @@ class ActionRecord:
         )
 
 
+def deny_everything(sid: str, condition: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One explicit Deny of every action on every resource (to whom the condition names, if any): the
+    shape of every policy a containment writes."""
+    statement: dict[str, Any] = {"Sid": sid, "Effect": "Deny", "Action": "*", "Resource": "*"}
+    if condition is not None:
+        statement["Condition"] = condition
+    return {"Version": "2012-10-17", "Statement": [statement]}
+
+
 def deny_all_document(incident: IncidentRef) -> dict[str, Any]:
-    return {
-        "Version": "2012-10-17",
-        "Statement": [{"Sid": incident.sid, "Effect": "Deny", "Action": "*", "Resource": "*"}],
-    }
+    return deny_everything(incident.sid)
 
 
 def revoke_older_sessions_document(incident: IncidentRef) -> dict[str, Any]:
     """Deny every request made with credentials issued before the containment time (the console's
     "Revoke active sessions", named for the incident)."""
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": incident.sid,
-                "Effect": "Deny",
-                "Action": "*",
-                "Resource": "*",
-                "Condition": {"DateLessThan": {"aws:TokenIssueTime": incident.revoke_cutoff_iso}},
-            }
-        ],
-    }
+    return deny_everything(incident.sid, {"DateLessThan": {"aws:TokenIssueTime": incident.revoke_cutoff_iso}})
 
 
 def _request_id(response: Any) -> str:
@@ -515,18 +501,7 @@ class PutRoleRevokeOlderSessions(PutRoleDenyAll):
 
 def deny_session_document(incident: IncidentRef, session: SessionRef) -> dict[str, Any]:
     """Deny everything to one session of the role (see SessionRef)."""
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": incident.sid,
-                "Effect": "Deny",
-                "Action": "*",
-                "Resource": "*",
-                "Condition": session.condition(incident),
-            }
-        ],
-    }
+    return deny_everything(incident.sid, session.condition(incident))
 
 
 class PutRoleDenySession(PutRoleDenyAll):
@@ -752,15 +727,7 @@ class DenyPermissionSetInline(ContainmentAction):
                 and s.get("Condition") == {"StringEquals": {"aws:userid": userid}}
             )
         ]
-        statements.append(
-            {
-                "Sid": incident.sid,
-                "Effect": "Deny",
-                "Action": "*",
-                "Resource": "*",
-                "Condition": {"StringEquals": {"aws:userid": userid}},
-            }
-        )
+        statements += deny_everything(incident.sid, {"StringEquals": {"aws:userid": userid}})["Statement"]
         merged = {"Version": document.get("Version", "2012-10-17"), "Statement": statements}
         sso.put_inline_policy_to_permission_set(
             InstanceArn=instance, PermissionSetArn=permission_set, InlinePolicy=json.dumps(merged)
