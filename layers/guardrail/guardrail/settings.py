@@ -207,17 +207,16 @@ class Settings:
             problems.append(f"{name}: {raw!r} is not a boolean (true or false)")
             return default
 
-        def mode() -> ContainmentMode:
-            raw = text("GUARDRAIL_CONTAINMENT_ACTION")
+        def choice[E: StrEnum](name: str, default: E) -> E:
+            raw = text(name)
             if raw is None:
-                return ContainmentMode.DENY_ALL
+                return default
+            kind = type(default)
             try:
-                return ContainmentMode(raw.lower())
+                return kind(raw.lower())
             except ValueError:
-                problems.append(
-                    f"GUARDRAIL_CONTAINMENT_ACTION: {raw!r} is not one of {', '.join(ContainmentMode)}"
-                )
-                return ContainmentMode.DENY_ALL
+                problems.append(f"{name}: {raw!r} is not one of {', '.join(kind)}")
+                return default
 
         def environments() -> dict[str, Environment]:
             raw = text("GUARDRAIL_ACCOUNT_ENVIRONMENTS")
@@ -267,18 +266,6 @@ class Settings:
                     problems.append(f"{name}: {item!r} is not a 12-digit account id")
             return items
 
-        def scope() -> ContainmentScope:
-            raw = text("GUARDRAIL_CONTAINMENT_SCOPE")
-            if raw is None:
-                return ContainmentScope.ROLE
-            try:
-                return ContainmentScope(raw.lower())
-            except ValueError:
-                problems.append(
-                    f"GUARDRAIL_CONTAINMENT_SCOPE: {raw!r} is not one of {', '.join(ContainmentScope)}"
-                )
-                return ContainmentScope.ROLE
-
         def number(name: str, default: int, low: int, high: int) -> int:
             raw = text(name)
             if raw is None:
@@ -319,8 +306,8 @@ class Settings:
             contain_at=severity("GUARDRAIL_CONTAIN_AT", Severity.HIGH),
             notify_at=severity("GUARDRAIL_NOTIFY_AT", Severity.MEDIUM),
             notify_others_at=severity("GUARDRAIL_NOTIFY_OTHERS_AT", Severity.CRITICAL),
-            containment_mode=mode(),
-            containment_scope=scope(),
+            containment_mode=choice("GUARDRAIL_CONTAINMENT_ACTION", ContainmentMode.DENY_ALL),
+            containment_scope=choice("GUARDRAIL_CONTAINMENT_SCOPE", ContainmentScope.ROLE),
             dry_run=boolean("GUARDRAIL_DRY_RUN", False),
             account_environments=environments(),
             topic_arn=topic,

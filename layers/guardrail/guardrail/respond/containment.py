@@ -339,14 +339,21 @@ class _InlinePolicy(ContainmentAction):
     @abstractmethod
     def _get(self, iam: IAMClient, name: str, policy_name: str) -> Any: ...
 
-    def verify(self, record: ActionRecord, incident: IncidentRef, iam: IAMClient) -> str | None:
+    def _found(self, record: ActionRecord, iam: IAMClient) -> tuple[Any, str | None]:
+        """The policy as IAM holds it on the target now, or why there is none."""
         name = Target.from_arn(record.target).name
         try:
             document = self._get(iam, name, self.policy_name)["PolicyDocument"]
         except iam.exceptions.NoSuchEntityException:
-            return f"{self.policy_name} was removed from {record.target}"
+            return None, f"{self.policy_name} was removed from {record.target}"
         if isinstance(document, str):  # botocore decodes it; a raw client would not
             document = json.loads(unquote(document))
+        return document, None
+
+    def verify(self, record: ActionRecord, incident: IncidentRef, iam: IAMClient) -> str | None:
+        document, missing = self._found(record, iam)
+        if missing is not None:
+            return missing
         if not _denies_as_much(document, self.document(incident)):
             return f"{self.policy_name} on {record.target} was rewritten"
         return None
@@ -536,13 +543,9 @@ class PutRoleDenySession(PutRoleDenyAll):
         return record
 
     def verify(self, record: ActionRecord, incident: IncidentRef, iam: IAMClient) -> str | None:
-        name = Target.from_arn(record.target).name
-        try:
-            document = self._get(iam, name, self.policy_name)["PolicyDocument"]
-        except iam.exceptions.NoSuchEntityException:
-            return f"{self.policy_name} was removed from {record.target}"
-        if isinstance(document, str):
-            document = json.loads(unquote(document))
+        document, missing = self._found(record, iam)
+        if missing is not None:
+            return missing
         expected = self.document_for(incident, SessionRef.from_dict(record.details.get("session") or {}))
         strip = [{k: v for k, v in s.items() if k != "Sid"} for s in expected["Statement"]]
         found = document.get("Statement") if isinstance(document, dict) else None
