@@ -185,8 +185,15 @@ def test_a_replay_of_the_sample_shows_an_identity_center_containment(monkeypatch
 
     for name, value in AGENTS.items():
         monkeypatch.setenv(name, value)
-    (result,) = replay([EVENTS / "principals" / "identity-center-delete-table.json"])
+    result, second = replay(
+        [
+            EVENTS / "principals" / "identity-center-delete-table.json",
+            EVENTS / "principals" / "identity-center-second-user.json",
+        ]
+    )
     assert (result["decision"], result["status"]) == ("contain", "contained")
+    assert second["status"] == "contained"
+    assert second["incident_id"] != result["incident_id"]  # one incident per user
     assert [c["operation"] for c in result["calls"] if c["service"] == "iam"][:5] == [
         "GetPolicy", "GetPolicyVersion", "ListPolicyVersions", "CreatePolicyVersion", "GetPolicy",
     ]  # fmt: skip
