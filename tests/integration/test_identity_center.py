@@ -273,6 +273,48 @@ def test_without_the_reference_the_permission_sets_inline_policy_is_merged_and_p
     assert inline(sso, instance, permission_set) == OWN_INLINE  # exactly the added statement removed
 
 
+def test_the_identity_store_id_is_denied_beside_the_session_and_released_with_it(make_responder: Any) -> None:
+    responder = make_responder({**AGENTS, "GUARDRAIL_IDENTITY_CENTER_ADMIN_ROLE_ARN": ADMIN_ROLE})
+    identity_center(responder, referenced=True)
+    session = responder.aws.session()
+    store = session.client("sso-admin").list_instances()["Instances"][0]["IdentityStoreId"]
+    user_id = session.client("identitystore").create_user(
+        IdentityStoreId=store, UserName="devin-bot@example.com", DisplayName="Devin bot",
+        Name={"GivenName": "Devin", "FamilyName": "Bot"},
+    )["UserId"]  # fmt: skip
+    session.client("iam").put_role_policy(
+        RoleName="GuardrailIdentityCenterAdmin", PolicyName="store",
+        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "identitystore:*", "Resource": "*"}]}),
+    )  # fmt: skip
+
+    outcome = responder(user_event("devin-bot@example.com"))
+
+    by_action = {a["action"]: a for a in outcome["actions"]}
+    assert by_action["deny_identity_center_user"]["details"]["identity_store_user_id"] == user_id
+    iam = session.client("iam")
+    sessions, users = default_document(iam)["Statement"]
+    assert sessions["Condition"] == {"StringEquals": {"aws:userid": [f"{ROLE_ID}:devin-bot@example.com"]}}
+    assert users == {
+        "Sid": "GuardrailIdentityCenterUsers",
+        "Effect": "Deny",
+        "Action": "*",
+        "Resource": "*",
+        "Condition": {"StringEquals": {"identitystore:userId": [user_id]}},
+    }
+    email = json.loads(json.dumps(next(m for m in responder.aws.published() if m["kind"] == "incident")))
+    from guardrail.report.message import email_text  # noqa: PLC0415
+
+    assert f"(identity store user {user_id})" in email_text(email)
+
+    release(
+        f"arn:aws:sts::{ACCOUNT}:assumed-role/{ROLE}/devin-bot@example.com",
+        "reviewed",
+        "jane",
+        responder.runtime,
+    )
+    assert default_document(iam) == identity_center_document([])
+
+
 def test_with_the_reference_the_inline_policy_is_left_alone(make_responder: Any) -> None:
     responder = make_responder({**AGENTS, "GUARDRAIL_IDENTITY_CENTER_ADMIN_ROLE_ARN": ADMIN_ROLE})
     sso, instance, permission_set = identity_center(responder, referenced=True)

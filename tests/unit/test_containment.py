@@ -541,7 +541,9 @@ def test_the_identity_center_admin_role_policy_in_the_docs_is_what_the_fallback_
 
     docs = (Path(__file__).resolve().parents[2] / "docs" / "identity-center.md").read_text()
     section = docs.split("The role in the administration account needs:", 1)[1].split("plus", 1)[0]
-    assert set(re.findall(r"`(sso:\w+)`", section)) == set(IDENTITY_CENTER_ADMIN_PERMISSIONS)
+    assert set(re.findall(r"`((?:sso|identitystore):\w+)`", section)) == set(
+        IDENTITY_CENTER_ADMIN_PERMISSIONS
+    )
     # Every sso-admin call the fallback makes, by its boto3 name, is one of them.
     source = inspect.getsource(DenyPermissionSetInline)
     called = set(re.findall(r"sso\.(\w+)\(", source))

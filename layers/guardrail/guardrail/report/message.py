@@ -451,7 +451,14 @@ def email_text(message: dict[str, Any]) -> str:
         lines.append(f"  {containment['reason']}")
     for action in containment.get("actions") or []:
         details = action.get("details") or {}
-        what = details.get("policy_name") or ", ".join(details.get("deactivated") or []) or ""
+        what = (
+            details.get("policy_name")
+            or ", ".join(details.get("deactivated") or [])
+            or details.get("userid")
+            or ""
+        )
+        if details.get("identity_store_user_id"):
+            what += f" (identity store user {details['identity_store_user_id']})"
         lines.append(
             f"  - {action['action']} {what}".rstrip()
             + (f" FAILED: {action['error']}" if action.get("error") else "")

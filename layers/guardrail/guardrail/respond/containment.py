@@ -80,21 +80,37 @@ def identity_center_policy_arn(account: str) -> str:
     return f"arn:aws:iam::{account}:policy{IDENTITY_CENTER_PATH}{IDENTITY_CENTER_POLICY}"
 
 
-def identity_center_document(userids: list[str]) -> dict[str, Any]:
-    """The prepared policy: denies everything to the listed sessions (aws:userid), nothing when empty."""
-    return deny_everything(
-        IDENTITY_CENTER_SID, {"StringEquals": {"aws:userid": userids or [IDENTITY_CENTER_PLACEHOLDER]}}
+IDENTITY_STORE_SID = "GuardrailIdentityCenterUsers"
+USERID, STORE_USER = "aws:userid", "identitystore:userId"
+_SIDS = {USERID: IDENTITY_CENTER_SID, STORE_USER: IDENTITY_STORE_SID}
+
+
+def identity_center_document(userids: list[str], store_ids: list[str] | None = None) -> dict[str, Any]:
+    """The prepared policy: denies everything to the listed sessions (aws:userid), nothing when empty; and,
+    where the identity store was asked, to the listed users (identitystore:userId) in any session."""
+    document = deny_everything(
+        IDENTITY_CENTER_SID, {"StringEquals": {USERID: userids or [IDENTITY_CENTER_PLACEHOLDER]}}
     )
+    if store_ids:
+        document["Statement"] += deny_everything(
+            IDENTITY_STORE_SID, {"StringEquals": {STORE_USER: store_ids}}
+        )["Statement"]
+    return document
 
 
-def denied_userids(document: Any) -> list[str]:
-    """The session ids the prepared policy denies (the placeholder is none)."""
+def denied(document: Any, key: str = USERID) -> list[str]:
+    """What the prepared policy denies under one condition key (the placeholder is nothing)."""
     for statement in document.get("Statement", []) if isinstance(document, dict) else []:
-        if isinstance(statement, dict) and statement.get("Sid") == IDENTITY_CENTER_SID:
-            values = statement.get("Condition", {}).get("StringEquals", {}).get("aws:userid", [])
+        if isinstance(statement, dict) and statement.get("Sid") == _SIDS[key]:
+            values = statement.get("Condition", {}).get("StringEquals", {}).get(key, [])
             values = [values] if isinstance(values, str) else list(values)
             return [v for v in values if v != IDENTITY_CENTER_PLACEHOLDER]
     return []
+
+
+def denied_userids(document: Any) -> list[str]:
+    """The session ids the prepared policy denies."""
+    return denied(document, USERID)
 
 
 # What a session-scoped deny may key on: a session's source identity (AWS allows 2-64 of these characters),
@@ -587,21 +603,51 @@ class DenyIdentityCenterUser(ContainmentAction):
     verify_permissions = ("iam:GetPolicy", "iam:GetPolicyVersion")
     stops_agent = True
 
+    def __init__(self, admin: Callable[[str], Any] | None = None, instance_arn: str | None = None) -> None:
+        # With a way into Identity Center's administration account, the identity store is asked for the
+        # user's id, denied too (identitystore:userId: any session of that user, whatever its name).
+        self.admin, self.instance_arn = admin, instance_arn
+
+    def _store_id(self, user: str | None) -> tuple[str | None, str | None]:
+        """(the user's identity store id, why it is not known)."""
+        if self.admin is None or not user:
+            return None, None
+        try:
+            instances = self.admin("sso-admin").list_instances()["Instances"]
+            instance = next((i for i in instances if i["InstanceArn"] == self.instance_arn), instances[0])
+            found = self.admin("identitystore").get_user_id(
+                IdentityStoreId=instance["IdentityStoreId"],
+                AlternateIdentifier={
+                    "UniqueAttribute": {"AttributePath": "userName", "AttributeValue": user}
+                },
+            )
+        except Exception as exc:  # the deny by session id holds without it: say why, and go on
+            return None, f"{type(exc).__name__}: {exc}"
+        return str(found["UserId"]), None
+
     def apply(self, target: Target, incident: IncidentRef, iam: IAMClient) -> ActionRecord:
         userid = target.session.userid if target.session else None
         if not userid:
             raise GuardrailError(f"{target.key}: no session id to deny")
         arn = identity_center_policy_arn(target.account)
-        added, version, request_ids = self._rewrite(iam, arn, userid, add=True)
+        store_id, unknown = self._store_id(target.member)
+        entries = {USERID: userid, **({STORE_USER: store_id} if store_id else {})}
+        added, version, request_ids = self._rewrite(iam, arn, entries, add=True)
         details = {"policy_arn": arn, "userid": userid, "added": added, "version_id": version}
+        if store_id:
+            details["identity_store_user_id"] = store_id
+        if unknown:
+            details["identity_store_lookup"] = unknown
         return ActionRecord(self.name, target.key, details, request_ids, _now_iso())
 
     def undo(self, record: ActionRecord, iam: IAMClient) -> ActionRecord:
         userid, arn = record.details.get("userid"), record.details.get("policy_arn")
         if not record.details.get("added") or not userid or not arn:
             return ActionRecord(self.name, record.target, {"not_added_by_this_incident": True}, at=_now_iso())
+        store_id = record.details.get("identity_store_user_id")
+        entries = {USERID: str(userid), **({STORE_USER: str(store_id)} if store_id else {})}
         try:
-            removed, version, request_ids = self._rewrite(iam, str(arn), str(userid), add=False)
+            removed, version, request_ids = self._rewrite(iam, str(arn), entries, add=False)
         except iam.exceptions.NoSuchEntityException:
             return ActionRecord(self.name, record.target, {"already_absent": True}, at=_now_iso())
         details = {"policy_arn": arn, "userid": userid, "removed": removed, "version_id": version}
@@ -633,22 +679,31 @@ class DenyIdentityCenterUser(ContainmentAction):
         return json.loads(unquote(document)) if isinstance(document, str) else document
 
     def _rewrite(
-        self, iam: IAMClient, arn: str, userid: str, *, add: bool
+        self, iam: IAMClient, arn: str, entries: dict[str, str], *, add: bool
     ) -> tuple[bool, str | None, list[str]]:
-        """Read the default version, add (or remove) one session id, write it as the new default; read
-        back, and try again if a concurrent incident's write replaced ours. Returns (whether this call
-        changed it, the version written, the request ids)."""
+        """Read the default version, add (or remove) one user's entries (a session id; an identity store id),
+        write it as the new default; read back, and try again if a concurrent incident's write replaced
+        ours. Returns (whether this call changed it, the version written, the request ids)."""
         request_ids: list[str] = []
+
+        def done(document: Any) -> bool:
+            return all((value in denied(document, key)) == add for key, value in entries.items())
+
         for _attempt_number in range(4):
-            before = denied_userids(self._default_document(iam, arn))
-            if (userid in before) == add:
+            current = self._default_document(iam, arn)
+            if done(current):
                 return bool(request_ids), None, request_ids
-            after = [*before, userid] if add else [i for i in before if i != userid]
-            text = json.dumps(identity_center_document(after), separators=(",", ":"))
+            lists = {key: denied(current, key) for key in (USERID, STORE_USER)}
+            for key, value in entries.items():
+                kept = [v for v in lists[key] if v != value]
+                lists[key] = [*kept, value] if add else kept
+            text = json.dumps(
+                identity_center_document(lists[USERID], lists[STORE_USER]), separators=(",", ":")
+            )
             if len(text) > MANAGED_POLICY_LIMIT:
                 raise GuardrailError(
                     f"{IDENTITY_CENTER_POLICY} would exceed the {MANAGED_POLICY_LIMIT}-character managed-policy "
-                    f"limit with {len(after)} sessions: release old incidents, or deny the user by hand"
+                    f"limit with {len(lists[USERID])} sessions: release old incidents, or deny the user by hand"
                 )
             versions = iam.list_policy_versions(PolicyArn=arn)["Versions"]
             if len(versions) >= POLICY_VERSIONS:
@@ -659,13 +714,14 @@ class DenyIdentityCenterUser(ContainmentAction):
                 request_ids.append(_request_id(deleted))
             response = iam.create_policy_version(PolicyArn=arn, PolicyDocument=text, SetAsDefault=True)
             request_ids.append(_request_id(response))
-            if (userid in denied_userids(self._default_document(iam, arn))) == add:
+            if done(self._default_document(iam, arn)):
                 return True, str(response["PolicyVersion"]["VersionId"]), request_ids
         raise GuardrailError(f"{IDENTITY_CENTER_POLICY} kept changing under concurrent writes: try again")
 
 
 # What the role in Identity Center's administration account must allow for the fallback (docs/identity-center.md).
 IDENTITY_CENTER_ADMIN_PERMISSIONS = (
+    "identitystore:GetUserId",  # the user's identity store id, denied beside the session id
     "sso:ListInstances",
     "sso:ListPermissionSets",
     "sso:DescribePermissionSet",
@@ -692,14 +748,17 @@ class DenyPermissionSetInline(ContainmentAction):
     stops_agent = True
 
     def __init__(
-        self, admin: Callable[[], Any] | None = None, instance_arn: str | None = None, sleep: Any = time.sleep
+        self,
+        admin: Callable[[str], Any] | None = None,
+        instance_arn: str | None = None,
+        sleep: Any = time.sleep,
     ) -> None:
         self.admin, self.instance_arn, self.sleep = admin, instance_arn, sleep
 
     def _sso(self) -> Any:
         if self.admin is None:
             raise GuardrailError("no role in Identity Center's administration account is configured")
-        return self.admin()
+        return self.admin("sso-admin")
 
     def apply(self, target: Target, incident: IncidentRef, iam: IAMClient) -> ActionRecord:
         userid = target.session.userid if target.session else None
@@ -1036,7 +1095,7 @@ def plan_containment(
                 fallback = (DenyPermissionSetInline(None, settings.identity_center_instance_arn),)
             return ContainmentPlan(
                 held,
-                (DenyIdentityCenterUser(), *fallback),
+                (DenyIdentityCenterUser(None, settings.identity_center_instance_arn), *fallback),
                 reason=(
                     f"Identity Center user {user} (permission set {permission_set}, account "
                     f"{principal.account}): their sessions are denied by {IDENTITY_CENTER_POLICY}"
@@ -1148,10 +1207,14 @@ def _attempt(
     return record
 
 
-def _bound(action: ContainmentAction, admin: Callable[[], Any] | None) -> ContainmentAction:
+def _bound(action: ContainmentAction, admin: Callable[[str], Any] | None) -> ContainmentAction:
     """An action that works in Identity Center's administration account, given the way there."""
-    if isinstance(action, DenyPermissionSetInline) and action.admin is None and admin is not None:
-        return DenyPermissionSetInline(admin, action.instance_arn)
+    if (
+        isinstance(action, DenyPermissionSetInline | DenyIdentityCenterUser)
+        and action.admin is None
+        and admin
+    ):
+        return type(action)(admin, action.instance_arn)
     return action
 
 
@@ -1160,7 +1223,7 @@ def apply_plan(
     incident: IncidentRef,
     iam: IAMClient,
     started: float | None = None,
-    admin: Callable[[], Any] | None = None,
+    admin: Callable[[str], Any] | None = None,
 ) -> list[ActionRecord]:
     """Do the plan's actions in order, the one that stops the agent first, and every one of them whatever
     another's fate: a user's keys are deactivated even when its deny policy could not be written. A deny
@@ -1226,7 +1289,7 @@ def holding(records: list[ActionRecord]) -> tuple[list[str], list[str]]:
 
 
 def undo_records(
-    records: list[ActionRecord], iam: IAMClient, admin: Callable[[], Any] | None = None
+    records: list[ActionRecord], iam: IAMClient, admin: Callable[[str], Any] | None = None
 ) -> list[ActionRecord]:
     """Undo exactly what a containment did, last first. A permission set's inline deny is undone even when
     its provisioning had not finished (the statement was written)."""

@@ -63,9 +63,10 @@ class Runtime:
             return True
         return self.members() is not None and self.is_member(account)
 
-    def identity_center_admin(self) -> Any:
-        """sso-admin in Identity Center's administration account, through the configured role (assumed each
-        time: the fallback that needs it is rare, and its credentials must not outlive the call)."""
+    def identity_center_admin(self, service: str = "sso-admin") -> Any:
+        """A client of `service` (sso-admin, identitystore) in Identity Center's administration account,
+        through the configured role (assumed each time: it is needed only on an Identity Center
+        containment or its release, and its credentials must not outlive the call)."""
         role = self.settings.identity_center_admin_role_arn
         if role is None:
             raise ConfigurationError("GUARDRAIL_IDENTITY_CENTER_ADMIN_ROLE_ARN is not set")
@@ -82,7 +83,7 @@ class Runtime:
         from guardrail.aws import client_config
 
         region = self.settings.identity_center_region  # Identity Center lives in one region
-        return session.client("sso-admin", region_name=region, config=client_config())
+        return session.client(service, region_name=region, config=client_config())  # type: ignore[call-overload]
 
     def members(self) -> MemberSessions | None:
         settings = self.settings
