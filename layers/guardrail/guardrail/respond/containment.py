@@ -630,22 +630,29 @@ class DenyIdentityCenterUser(ContainmentAction):
         if not userid:
             raise GuardrailError(f"{target.key}: no session id to deny")
         arn = identity_center_policy_arn(target.account)
+        # The session first: the deny is in force before the slower trip to the identity store.
+        added, version, request_ids = self._rewrite(iam, arn, {USERID: userid}, add=True)
+        details: dict[str, Any] = {"policy_arn": arn, "userid": userid, "added": added, "version_id": version}
         store_id, unknown = self._store_id(target.member)
-        entries = {USERID: userid, **({STORE_USER: store_id} if store_id else {})}
-        added, version, request_ids = self._rewrite(iam, arn, entries, add=True)
-        details = {"policy_arn": arn, "userid": userid, "added": added, "version_id": version}
         if store_id:
-            details["identity_store_user_id"] = store_id
+            store_added, store_version, more = self._rewrite(iam, arn, {STORE_USER: store_id}, add=True)
+            request_ids += more
+            if store_added:  # recorded only when this incident added it: release removes only that
+                details.update(identity_store_user_id=store_id, version_id=store_version or version)
         if unknown:
             details["identity_store_lookup"] = unknown
         return ActionRecord(self.name, target.key, details, request_ids, _now_iso())
 
     def undo(self, record: ActionRecord, iam: IAMClient) -> ActionRecord:
         userid, arn = record.details.get("userid"), record.details.get("policy_arn")
-        if not record.details.get("added") or not userid or not arn:
-            return ActionRecord(self.name, record.target, {"not_added_by_this_incident": True}, at=_now_iso())
         store_id = record.details.get("identity_store_user_id")
-        entries = {USERID: str(userid), **({STORE_USER: str(store_id)} if store_id else {})}
+        # Exactly what this incident added: the session id, the identity store id, either or both.
+        entries = {
+            **({USERID: str(userid)} if record.details.get("added") and userid else {}),
+            **({STORE_USER: str(store_id)} if store_id else {}),
+        }
+        if not entries or not arn:
+            return ActionRecord(self.name, record.target, {"not_added_by_this_incident": True}, at=_now_iso())
         try:
             removed, version, request_ids = self._rewrite(iam, str(arn), entries, add=False)
         except iam.exceptions.NoSuchEntityException:
