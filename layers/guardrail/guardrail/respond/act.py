@@ -28,6 +28,7 @@ from guardrail.respond.check import restore_containment
 from guardrail.respond.containment import (
     CONSISTENCY_NOTE,
     ActionRecord,
+    AttachRoleDenyAll,
     Blocked,
     ContainmentFailed,
     ContainmentPlan,
@@ -170,7 +171,7 @@ def _widen(held: OpenIncident, verdict: Verdict, rt: Runtime) -> str | None:
         f"({who}) while {SessionRef.from_dict(sessions[0].details.get('session') or {}).describe()} was contained"
     )
     items = [r.to_item() for r in records]
-    rt.store.restored(incident, [why], items, caller.arn or None, kind="widened")
+    rt.store.amended(incident, [why], items, caller.arn or None, kind="widened")
     metrics.add_metric(name="ContainmentsWidened", unit=MetricUnit.Count, value=1)
     logger.warning("containment widened to the role", extra={"incident_id": incident.id, "why": why})
     widened = rt.store.records.get(incident.id) or incident
@@ -179,7 +180,7 @@ def _widen(held: OpenIncident, verdict: Verdict, rt: Runtime) -> str | None:
     return why
 
 
-_ROLE_WIDE = frozenset({PutRoleDenyAll.name, "attach_role_deny_all"})
+_ROLE_WIDE = frozenset({PutRoleDenyAll.name, AttachRoleDenyAll.name})
 
 
 def _containment_named(verdict: Verdict) -> str | None:

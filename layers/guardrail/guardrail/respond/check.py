@@ -72,7 +72,7 @@ def restore_containment(incident: Incident, rt: Runtime, changed_by: str | None)
     if not changed:
         return None
     found = Restored(changed, redone)
-    rt.store.restored(incident, changed, [r.to_item() for r in redone], changed_by)
+    rt.store.amended(incident, changed, [r.to_item() for r in redone], changed_by)
     metrics.add_metric(name="ContainmentRestored", unit=MetricUnit.Count, value=1)
     logger.error(
         "CONTAINMENT CHANGED and could not be put back" if found.failed else "CONTAINMENT CHANGED: put back",

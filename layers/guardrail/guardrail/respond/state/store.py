@@ -238,7 +238,7 @@ class IncidentStore:
             ]
         )
 
-    def restored(
+    def amended(
         self,
         incident: Incident,
         changed: list[str],
@@ -246,9 +246,9 @@ class IncidentStore:
         by: str | None,
         kind: str = "restored",
     ) -> None:
-        """Record a containment put back (or widened, `kind`): its new actions (released with the rest), an
-        audit record of what had changed and who changed it when known, and the request ids CloudTrail
-        will echo."""
+        """Record actions added to a containment after it opened (put back: `restored`; widened to the role:
+        `widened`): the new actions (released with the rest), an audit record of what changed and who
+        changed it when known, and the request ids CloudTrail will echo."""
         details = {"changed": changed, "changed_by": by, "actions": redone}
         self.table.db.transact_write_items(
             TransactItems=[
