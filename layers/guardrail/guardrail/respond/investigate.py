@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 LOOKUP_PERMISSIONS = ("cloudtrail:LookupEvents",)
 LOOKUP_INTERVAL = 0.5  # LookupEvents allows 2 requests a second per account and region
 LOOKUP_PAGES = 10  # 500 events; an agent doing more in the window is summarised by the flight record
+LOOKUP_SECONDS = 20.0  # at most, after the containment and its message, inside the function's 60 s
 AUDIT_LINES = 100  # changes kept in the incident's audit record of a report (the report counts them all)
 
 
@@ -172,17 +173,17 @@ def investigate(
     )
 
 
-def follow_up(incident: Incident, verdict: Verdict, rt: Runtime, remaining_ms: int | None = None) -> None:
+def follow_up(incident: Incident, verdict: Verdict, rt: Runtime) -> None:
     """After a containment and its first message: put back what the operator allowed, then report the
     damage (the incident's audit trail, the topic, the Slack thread). Never raises."""
     try:
-        _follow_up(incident, verdict, rt, remaining_ms)
+        _follow_up(incident, verdict, rt)
     except Exception:
         metrics.add_metric(name="DamageReportFailures", unit=MetricUnit.Count, value=1)
         logger.exception("damage report failed; the containment stands", extra={"incident_id": incident.id})
 
 
-def _follow_up(incident: Incident, verdict: Verdict, rt: Runtime, remaining_ms: int | None) -> None:
+def _follow_up(incident: Incident, verdict: Verdict, rt: Runtime) -> None:
     from guardrail.incident import IncidentStatus
     from guardrail.respond.undo import heal
 
@@ -198,8 +199,8 @@ def _follow_up(incident: Incident, verdict: Verdict, rt: Runtime, remaining_ms: 
         )
     elif settings.lookup_cloudtrail:
         history = EventHistory(rt.aws.client("cloudtrail", verdict.call.region))
-        # Leave the function time to publish: the lookup gets what is left, less 10 seconds.
-        until = time.monotonic() + max(0.0, (remaining_ms or 30_000) / 1000 - 10)
+        # Leave the function time to publish the report: the lookup gets a fixed budget.
+        until = time.monotonic() + LOOKUP_SECONDS
     report = investigate(
         rt.store,
         incident.key,
