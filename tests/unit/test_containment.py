@@ -487,7 +487,7 @@ def test_provisioning_is_waited_for_and_a_failure_reported(final: dict[str, str]
     import boto3  # noqa: PLC0415
     from botocore.stub import Stubber  # noqa: PLC0415
 
-    from guardrail.operate.identity_center import _provision  # noqa: PLC0415
+    from guardrail.respond.containment import provision_permission_set  # noqa: PLC0415
 
     sso = boto3.client("sso-admin", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
     stub = Stubber(sso)
@@ -524,7 +524,7 @@ def test_provisioning_is_waited_for_and_a_failure_reported(final: dict[str, str]
     )
     waits: list[float] = []
     with stub:
-        assert _provision(sso, instance, permission_set, 60.0, waits.append) == expected
+        assert provision_permission_set(sso, instance, permission_set, sleep=waits.append) == expected
     stub.assert_no_pending_responses()
     assert waits == [2.0, 2.0]
 

@@ -15,7 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from guardrail.errors import GuardrailError
-from guardrail.respond.containment import IDENTITY_CENTER_PATH, IDENTITY_CENTER_POLICY
+from guardrail.respond.containment import (
+    IDENTITY_CENTER_PATH,
+    IDENTITY_CENTER_POLICY,
+    provision_permission_set,
+)
 
 REFERENCE = {"Name": IDENTITY_CENTER_POLICY, "Path": IDENTITY_CENTER_PATH}
 PREPARE_PERMISSIONS = (
@@ -89,7 +93,9 @@ def prepare(
                 InstanceArn=instance_arn, PermissionSetArn=arn, CustomerManagedPolicyReference=REFERENCE
             )
             coverage.attached = True
-            coverage.provisioning = _provision(sso, instance_arn, arn, wait_seconds, sleep)
+            coverage.provisioning = provision_permission_set(
+                sso, instance_arn, arn, wait_seconds=wait_seconds, sleep=sleep
+            )
         coverage.accounts = list(
             sso.list_accounts_for_provisioned_permission_set(
                 InstanceArn=instance_arn, PermissionSetArn=arn
@@ -111,25 +117,6 @@ def _permission_sets(sso: Any, instance_arn: str) -> list[str]:
         if not page.get("NextToken"):
             return arns
         kwargs["NextToken"] = page["NextToken"]
-
-
-def _provision(sso: Any, instance_arn: str, arn: str, wait_seconds: float, sleep: Any) -> str:
-    """Provision to every account the set is provisioned to; wait for the outcome, within reason."""
-    status = sso.provision_permission_set(
-        InstanceArn=instance_arn, PermissionSetArn=arn, TargetType="ALL_PROVISIONED_ACCOUNTS"
-    )["PermissionSetProvisioningStatus"]
-    waited = 0.0
-    while status.get("Status") == "IN_PROGRESS" and waited < wait_seconds:
-        sleep(2.0)
-        waited += 2.0
-        status = sso.describe_permission_set_provisioning_status(
-            InstanceArn=instance_arn, ProvisionPermissionSetRequestId=status["RequestId"]
-        )["PermissionSetProvisioningStatus"]
-    state = str(status.get("Status", "unknown"))
-    if state == "FAILED":
-        # The usual reason: an account the set is provisioned to has no such policy (deploy the stack there).
-        return f"FAILED: {status.get('FailureReason', 'no reason given')}"
-    return state
 
 
 def report(instance_arn: str, found: list[Coverage]) -> str:

@@ -742,6 +742,39 @@ IDENTITY_CENTER_ADMIN_PERMISSIONS = (
 PROVISION_WAIT_SECONDS = 20.0  # within the function's time; an unfinished one is retried, said so meanwhile
 
 
+def provision_permission_set(
+    sso: Any,
+    instance: str,
+    permission_set: str,
+    *,
+    account: str | None = None,
+    wait_seconds: float = PROVISION_WAIT_SECONDS,
+    sleep: Any = time.sleep,
+) -> str:
+    """Provision a permission set (to one account, or every account it is provisioned to) and wait, within
+    `wait_seconds`, for the outcome: SUCCEEDED, IN_PROGRESS, or FAILED with AWS's reason."""
+    target = (
+        {"TargetType": "AWS_ACCOUNT", "TargetId": account}
+        if account
+        else {"TargetType": "ALL_PROVISIONED_ACCOUNTS"}
+    )
+    status = sso.provision_permission_set(InstanceArn=instance, PermissionSetArn=permission_set, **target)[
+        "PermissionSetProvisioningStatus"
+    ]
+    waited = 0.0
+    while status.get("Status") == "IN_PROGRESS" and waited < wait_seconds:
+        sleep(2.0)
+        waited += 2.0
+        status = sso.describe_permission_set_provisioning_status(
+            InstanceArn=instance, ProvisionPermissionSetRequestId=status["RequestId"]
+        )["PermissionSetProvisioningStatus"]
+    state = str(status.get("Status", "unknown"))
+    if state == "FAILED":
+        # The usual reason: an account the set is provisioned to has no such policy (deploy the stack there).
+        return f"FAILED: {status.get('FailureReason', 'no reason given')}"
+    return state
+
+
 class DenyPermissionSetInline(ContainmentAction):
     """The fallback for a permission set that does not reference the prepared policy: a deny of the user's
     session id merged into the permission set's inline policy (what is there stays), provisioned to the
@@ -801,7 +834,9 @@ class DenyPermissionSetInline(ContainmentAction):
         sso.put_inline_policy_to_permission_set(
             InstanceArn=instance, PermissionSetArn=permission_set, InlinePolicy=json.dumps(merged)
         )
-        status = self._provision(sso, instance, permission_set, target.account)
+        status = provision_permission_set(
+            sso, instance, permission_set, account=target.account, sleep=self.sleep
+        )
         details.update(sid=incident.sid, userid=userid, provisioning=status)
         error = (
             None if status == "SUCCEEDED" else f"provisioning {status}: the inline deny is not in force yet"
@@ -826,7 +861,8 @@ class DenyPermissionSetInline(ContainmentAction):
             sso.delete_inline_policy_from_permission_set(
                 InstanceArn=instance, PermissionSetArn=permission_set
             )
-        status = self._provision(sso, instance, permission_set, Target.from_arn(record.target).account)
+        account = Target.from_arn(record.target).account
+        status = provision_permission_set(sso, instance, permission_set, account=account, sleep=self.sleep)
         return ActionRecord(self.name, record.target, {**details, "provisioning": status}, at=_now_iso())
 
     def _find(self, sso: Any, role_name: str) -> tuple[str, str]:
@@ -853,20 +889,6 @@ class DenyPermissionSetInline(ContainmentAction):
         if isinstance(document.get("Statement"), dict):
             document["Statement"] = [document["Statement"]]
         return document if isinstance(document, dict) else {}
-
-    def _provision(self, sso: Any, instance: str, permission_set: str, account: str) -> str:
-        status = sso.provision_permission_set(
-            InstanceArn=instance, PermissionSetArn=permission_set, TargetType="AWS_ACCOUNT", TargetId=account
-        )["PermissionSetProvisioningStatus"]
-        waited = 0.0
-        while status.get("Status") == "IN_PROGRESS" and waited < PROVISION_WAIT_SECONDS:
-            self.sleep(2.0)
-            waited += 2.0
-            status = sso.describe_permission_set_provisioning_status(
-                InstanceArn=instance, ProvisionPermissionSetRequestId=status["RequestId"]
-            )["PermissionSetProvisioningStatus"]
-        state = str(status.get("Status", "unknown"))
-        return f"FAILED: {status.get('FailureReason', '')}".rstrip(": ") if state == "FAILED" else state
 
 
 class PutUserDenyAll(_InlinePolicy):
