@@ -1,6 +1,6 @@
 """A real HTTP server on 127.0.0.1 standing in for Slack: incoming webhooks and the Web API methods
-chat.postMessage and chat.update. Tests script its answers (status, Retry-After, delay) and read what
-it received."""
+(chat.postMessage, chat.update, chat.postEphemeral, views.open, usergroups.users.list). Tests script its
+answers (status, Retry-After, delay, or a fixed answer per method) and read what it received."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ class FakeSlack:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.script: deque[Scripted] = deque()
+        self.answers: dict[str, dict[str, Any]] = {}  # fixed answers by path (usergroups.users.list...)
         self._ts = 1700000000.000100
         self._lock = threading.Lock()
         fake = self
@@ -51,6 +52,8 @@ class FakeSlack:
                 if answer.delay:
                     time.sleep(answer.delay)
                 body = answer.body
+                if body is None and self.path in fake.answers:
+                    body = json.dumps(fake.answers[self.path])
                 if body is None:
                     if self.path.startswith("/api/"):
                         body = json.dumps(

@@ -33,6 +33,28 @@ OPEN_STATUSES = frozenset(
 )
 
 
+@dataclass(frozen=True)
+class Actor:
+    """A person acting on an incident from Slack: who Slack vouched for (team and user ids, from a request
+    signed with the app's signing secret), and the name they had then (for people to read; ids decide)."""
+
+    team_id: str
+    user_id: str
+    name: str
+
+    @property
+    def display(self) -> str:
+        """How incidents record them (released_by, acknowledged_by): ids first, the name to read."""
+        return f"slack:{self.team_id}/{self.user_id} (@{self.name})"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"team_id": self.team_id, "user_id": self.user_id, "name": self.name}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Actor:
+        return cls(str(data["team_id"]), str(data["user_id"]), str(data["name"]))
+
+
 def new_incident_id(now: datetime) -> str:
     return f"GR-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
 
@@ -68,6 +90,13 @@ class Incident:
     counts_by_name: dict[str, int] = field(default_factory=dict)
     summarized_count: int = 1
     summarized_by_name: dict[str, int] = field(default_factory=dict)
+    # The caller as CloudTrail named it (model.Principal's fields): what "Contain now" contains later.
+    caller: dict[str, Any] | None = None
+    # People acting from Slack (respond/people.py): each an Actor's dict plus "at" (and a request's reason).
+    acknowledged: dict[str, Any] | None = None
+    release_request: dict[str, Any] | None = None  # two-person release: asked, not yet approved
+    contained_by: dict[str, Any] | None = None  # a person chose to contain (this incident is theirs)
+    followed_by: str | None = None  # a report a person contained: the containment's incident id
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -96,6 +125,11 @@ class Incident:
             "counts_by_name": self.counts_by_name,
             "summarized_count": self.summarized_count,
             "summarized_by_name": self.summarized_by_name,
+            "caller": self.caller,
+            "acknowledged": self.acknowledged,
+            "release_request": self.release_request,
+            "contained_by": self.contained_by,
+            "followed_by": self.followed_by,
         }
 
     @classmethod
@@ -126,6 +160,11 @@ class Incident:
             counts_by_name={str(k): int(v) for k, v in (data.get("counts_by_name") or {}).items()},
             summarized_count=int(data.get("summarized_count") or 0),
             summarized_by_name={str(k): int(v) for k, v in (data.get("summarized_by_name") or {}).items()},
+            caller=data.get("caller"),
+            acknowledged=data.get("acknowledged"),
+            release_request=data.get("release_request"),
+            contained_by=data.get("contained_by"),
+            followed_by=data.get("followed_by"),
         )
 
     def summary_since_last(self, now: datetime, since: datetime) -> dict[str, Any]:

@@ -147,6 +147,40 @@ class Principal:
             return f"{self.name}/{self.session_name}"
         return self.name or self.arn or self.kind.value
 
+    def to_dict(self) -> dict[str, str | None]:
+        """What an incident keeps of its caller (clipped by the caller: ARNs are short, session names bounded)."""
+        return {
+            "kind": self.kind.value,
+            "arn": self.arn,
+            "account": self.account,
+            "name": self.name,
+            "issuer_arn": self.issuer_arn,
+            "session_name": self.session_name,
+            "source_identity": self.source_identity,
+            "identity_type": self.identity_type,
+            "principal_id": self.principal_id,
+            "session_issued": self.session_issued,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Principal:
+        def text(name: str) -> str | None:
+            value = data.get(name)
+            return value if isinstance(value, str) and value else None
+
+        return cls(
+            kind=PrincipalKind(str(data.get("kind"))),
+            arn=text("arn") or "",
+            account=text("account") or "",
+            name=text("name") or "",
+            issuer_arn=text("issuer_arn"),
+            session_name=text("session_name"),
+            source_identity=text("source_identity"),
+            identity_type=text("identity_type") or "",
+            principal_id=text("principal_id"),
+            session_issued=text("session_issued"),
+        )
+
     @property
     def arns(self) -> tuple[str, ...]:
         """Every ARN a principal pattern may be written against: the caller and the role or user behind it."""

@@ -93,8 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--check", action="store_true", help="report coverage only; change nothing")
 
-    p = commands.add_parser("incidents", help="list open and recent incidents from the state table")
-    p.add_argument("--json", action="store_true", help="print one JSON array")
+    p = commands.add_parser(
+        "incidents", help="list open and recent incidents, and who acted on them; with an id, its audit trail"
+    )
+    p.add_argument("incident", nargs="?", help="an incident id (GR-...): print its audit trail")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--limit", type=int, default=50)
 
     p = commands.add_parser(
@@ -173,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "release":
             return release_command(args.principal, args.reason, args.released_by)
         if args.command == "incidents":
-            return incidents_command(as_json=args.json, limit=args.limit)
+            return incidents_command(as_json=args.json, limit=args.limit, incident_id=args.incident)
         if args.command == "investigate":
             return investigate_command(
                 args.incident,
@@ -335,8 +338,10 @@ def sso_command(instance_arn: str | None, permission_sets: list[str] | None, *, 
     return 0 if all(c.covered for c in found) else 1
 
 
-def incidents_command(*, as_json: bool, limit: int) -> int:
+def incidents_command(*, as_json: bool, limit: int, incident_id: str | None = None) -> int:
     rt = _operator_runtime()
+    if incident_id is not None:
+        return _audit_trail(rt, incident_id, as_json=as_json)
     incidents = rt.store.records.incidents(limit=limit)
     if as_json:
         print(json.dumps([i.to_dict() for i in incidents], indent=2))
@@ -344,10 +349,55 @@ def incidents_command(*, as_json: bool, limit: int) -> int:
     if not incidents:
         print("no incidents")
         return 0
-    print(f"{'opened (UTC)':20}  {'status':15}  {'events':>6}  {'principal':45}  incident")
+    print(f"{'opened (UTC)':20}  {'status':15}  {'events':>6}  {'principal':45}  {'incident':29}  people")
     for i in incidents:
         opened = i.opened_at.strftime("%Y-%m-%d %H:%M:%S")
-        print(f"{opened:20}  {i.status.value:15}  {i.event_count:>6}  {i.key:45}  {i.id}")
+        print(
+            f"{opened:20}  {i.status.value:15}  {i.event_count:>6}  {i.key:45}  {i.id:29}  {_people(i)}".rstrip()
+        )
+    return 0
+
+
+def _people(incident: Any) -> str:
+    """Who did what to an incident, in a few words: from Slack by @name, from the CLI by identity."""
+
+    def who(person: dict[str, Any] | None) -> str:
+        return f"@{person.get('name')}" if person else "?"
+
+    done = []
+    if incident.contained_by:
+        done.append(f"contained by {who(incident.contained_by)}")
+    if incident.followed_by:
+        done.append(f"contained as {incident.followed_by}")
+    if incident.acknowledged:
+        done.append(f"acknowledged by {who(incident.acknowledged)}")
+    if incident.release_request and incident.status.value != "released":
+        done.append(f"release asked by {who(incident.release_request)}")
+    if incident.released_by:
+        by = incident.released_by
+        name = by[by.index("(") + 1 : by.index(")")] if by.startswith("slack:") and "(" in by else by
+        done.append(f"released by {name}")
+    return "; ".join(done)
+
+
+def _audit_trail(rt: Any, incident_id: str, *, as_json: bool) -> int:
+    incident = rt.store.records.get(incident_id)
+    if incident is None:
+        raise GuardrailError(f"there is no incident {incident_id}")
+    trail = rt.store.audit.trail(incident_id)
+    if as_json:
+        print(json.dumps({"incident": incident.to_dict(), "audit": trail}, indent=2, default=str))
+        return 0
+    print(f"{incident.id}  {incident.status.value}  {incident.key}")
+    for entry in trail:
+        details = entry.get("details") or {}
+        reason = details.get("reason")
+        print(f"  {entry.get('at')}  {entry.get('kind'):22}  {entry.get('actor') or ''}".rstrip())
+        if reason:
+            print(f"      reason: {reason}")
+        for action in details.get("undone") or details.get("actions") or []:
+            ids = ", ".join(action.get("request_ids") or [])
+            print(f"      {action.get('action')}" + (f" (request {ids})" if ids else ""))
     return 0
 
 

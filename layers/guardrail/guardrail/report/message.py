@@ -161,6 +161,19 @@ def _containment_doc(incident: Incident, **changes: Any) -> dict[str, Any]:
     return {**document, **changes}
 
 
+def people_doc(incident: Incident | None) -> dict[str, Any]:
+    """What people did about the incident from Slack (respond/people.py), for the renderers."""
+    if incident is None:
+        return {}
+    found = {
+        "acknowledged": incident.acknowledged,
+        "release_request": incident.release_request,
+        "contained_by": incident.contained_by,
+        "followed_by": incident.followed_by,
+    }
+    return {k: v for k, v in found.items() if v}
+
+
 def incident_message(
     verdict: Verdict,
     status: str,
@@ -221,6 +234,7 @@ def incident_message(
         "counts": {"events": incident.event_count if incident else 1},
         "links": console_links(verdict, runbook_url),
         "release_command": release_command(incident) if incident and status == "contained" else None,
+        "people": people_doc(incident),
     }
     if summary is not None:
         message["counts"].update(summary)
@@ -281,6 +295,7 @@ def record_message(incident: Incident, runbook_url: str | None, **fields: Any) -
         "counts": {"events": incident.event_count},
         "links": {"runbook": runbook_url} if runbook_url else {},
         "release_command": None,
+        "people": people_doc(incident),
     }
     message.update(fields)
     return message

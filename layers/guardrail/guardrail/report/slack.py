@@ -8,19 +8,24 @@ can all be chosen by the agent): it is escaped for mrkdwn, so `<!channel>`, `<@U
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from slack_sdk.models.blocks import (
     ActionsBlock,
     Block,
     ButtonElement,
+    ConfirmObject,
     ContextBlock,
     DividerBlock,
     HeaderBlock,
+    InputBlock,
     MarkdownTextObject,
+    PlainTextInputElement,
     PlainTextObject,
     SectionBlock,
 )
+from slack_sdk.models.views import View
 
 from guardrail.report.message import outcome_label, subject
 
@@ -32,6 +37,19 @@ TRUNCATED = "… (truncated)"
 
 _ICONS = {"critical": ":rotating_light:", "high": ":red_circle:", "medium": ":large_orange_circle:",
           "low": ":large_yellow_circle:", "info": ":white_circle:"}  # fmt: skip
+
+
+# The people's buttons (bot mode with Slack actions on): action ids the interactivity endpoint knows.
+ACKNOWLEDGE = "guardrail_acknowledge"
+RELEASE = "guardrail_release"  # opens the reason modal
+APPROVE_RELEASE = "guardrail_approve_release"  # two-person release: the second person
+CONTAIN_NOW = "guardrail_contain_now"
+RELEASE_VIEW = "guardrail_release_reason"  # the modal's callback id
+REASON_BLOCK, REASON_INPUT = "reason", "reason_input"
+REASON_LIMIT = 1000  # characters of a release reason (the CLI takes any; Slack's input holds 3,000)
+# Slack's own ids (signed by Slack, never from the event): safe to show as a mention.
+SLACK_ID = re.compile(r"^[UW][A-Z0-9]{2,30}$")
+_RELEASABLE = frozenset({"contained", "dry_run", "not_containable"})
 
 
 def escape(text: object) -> str:
@@ -146,8 +164,9 @@ def _damage_blocks(message: dict[str, Any]) -> list[Block]:
     return blocks[:20]
 
 
-def render(message: dict[str, Any]) -> dict[str, Any]:
-    """The chat.postMessage / webhook payload: fallback text and blocks."""
+def render(message: dict[str, Any], *, actions: bool = False) -> dict[str, Any]:
+    """The chat.postMessage / webhook payload: fallback text and blocks. `actions`: the people's buttons
+    (bot mode with the interactivity endpoint deployed; a webhook's message cannot carry them)."""
     event, principal = message["event"], message["principal"]
     who = principal["name"] or principal["arn"] or principal["kind"]
     icon = _ICONS.get(message["severity"], "")
@@ -215,6 +234,7 @@ def render(message: dict[str, Any]) -> dict[str, Any]:
                 f"*Why it matters* ({escape(rule['attack'])}): {escape(rule['why'])}\n*Fix:* {escape(rule['fix'])}"
             )
         )
+    blocks += _people_blocks(message)
     if message.get("release_command"):
         blocks.append(_section(f"*Release after investigation:*\n```{escape(message['release_command'])}```"))
     buttons = [
@@ -226,8 +246,10 @@ def render(message: dict[str, Any]) -> dict[str, Any]:
         )
         if (url := message["links"].get(name))
     ]
+    if actions and message["kind"] not in ("update", "damage"):
+        buttons = _action_buttons(message) + buttons
     if buttons:
-        blocks.append(ActionsBlock(elements=buttons))
+        blocks.append(ActionsBlock(elements=buttons[:25]))
     context = [f"incident `{escape(message['incident_id'])}`"] if message["incident_id"] else []
     context += [
         f"event `{escape(event['id'])}`",
@@ -236,3 +258,98 @@ def render(message: dict[str, Any]) -> dict[str, Any]:
     blocks.append(ContextBlock(elements=[MarkdownTextObject(text=clip(" · ".join(context), SECTION_LIMIT))]))
     blocks.insert(len(blocks) - 1, DividerBlock())
     return {"text": escape(subject(message)), "blocks": [b.to_dict() for b in blocks[:BLOCK_LIMIT]]}
+
+
+def mention(person: dict[str, Any]) -> str:
+    """A person who acted, as Slack shows them: a mention when the id is Slack's, else the name as text."""
+    user = str(person.get("user_id") or "")
+    return f"<@{user}>" if SLACK_ID.match(user) else "@" + escape(person.get("name") or "someone")
+
+
+def _when(person: dict[str, Any]) -> str:
+    at = str(person.get("at") or "")
+    return f" at {escape(at[11:16])} UTC" if len(at) >= 16 else ""
+
+
+def _people_blocks(message: dict[str, Any]) -> list[Block]:
+    """What people did from Slack: taken, release asked for, contained by hand."""
+    people = message.get("people") or {}
+    lines = []
+    if people.get("contained_by"):
+        lines.append(
+            f":raised_hand: Contained by {mention(people['contained_by'])}{_when(people['contained_by'])}"
+        )
+    if people.get("followed_by"):
+        lines.append(f":lock: Contained from Slack: incident `{escape(people['followed_by'])}`")
+    if people.get("acknowledged"):
+        lines.append(
+            f":eyes: Acknowledged by {mention(people['acknowledged'])}{_when(people['acknowledged'])}"
+        )
+    request = people.get("release_request")
+    if request and message["status"] in _RELEASABLE:
+        lines.append(
+            f":hourglass: Release requested by {mention(request)}{_when(request)}: "
+            f"{escape(clip(str(request.get('reason') or ''), 500))}\n_Needs a second person to approve._"
+        )
+    return [_section("\n".join(lines))] if lines else []
+
+
+def _action_buttons(message: dict[str, Any]) -> list[ButtonElement]:
+    """The buttons an incident's state allows; every click is checked again by the endpoint and the worker
+    (a stale message may still show a button)."""
+    incident_id = message.get("incident_id")
+    if not incident_id or message["kind"] == "release":
+        return []
+    people, status = message.get("people") or {}, message["status"]
+    buttons = []
+    if status not in ("released", "refused") and not people.get("acknowledged"):
+        buttons.append(_button("Acknowledge", ACKNOWLEDGE, incident_id))
+    if status in _RELEASABLE and people.get("release_request"):
+        buttons.append(_button("Approve release", APPROVE_RELEASE, incident_id, style="danger"))
+    elif status in _RELEASABLE:
+        buttons.append(_button("Release...", RELEASE, incident_id))
+    agent = (message.get("principal") or {}).get("is_agent")
+    if status == "reported" and agent and not people.get("followed_by"):
+        confirm = ConfirmObject(
+            title="Contain this agent?",
+            text=f"Deny {clip(str(message['principal'].get('name') or 'the agent'), 100)} everything, as the "
+            "responder would. Release it afterwards with Release... on the containment's message.",
+            confirm="Contain now",
+            deny="Cancel",
+        )
+        buttons.append(_button("Contain now", CONTAIN_NOW, incident_id, style="danger", confirm=confirm))
+    return buttons
+
+
+def _button(
+    text: str, action_id: str, value: str, *, style: str | None = None, confirm: ConfirmObject | None = None
+) -> ButtonElement:
+    return ButtonElement(
+        text=PlainTextObject(text=text), action_id=action_id, value=value, style=style, confirm=confirm
+    )
+
+
+def release_modal(incident_id: str) -> dict[str, Any]:
+    """The modal Release... opens: the reason is required, as `guardrail release --reason` requires it."""
+    view = View(
+        type="modal",
+        callback_id=RELEASE_VIEW,
+        private_metadata=incident_id,
+        title=PlainTextObject(text="Release the agent"),
+        submit=PlainTextObject(text="Release"),
+        close=PlainTextObject(text="Cancel"),
+        blocks=[
+            _section(
+                f"Remove exactly what the containment of incident `{escape(incident_id)}` added, as "
+                "`guardrail release` does. Its windows start afresh; everything is audited."
+            ),
+            InputBlock(
+                block_id=REASON_BLOCK,
+                label=PlainTextObject(text="Why is it safe for it to act again?"),
+                element=PlainTextInputElement(
+                    action_id=REASON_INPUT, multiline=True, min_length=1, max_length=REASON_LIMIT
+                ),
+            ),
+        ],
+    )
+    return view.to_dict()

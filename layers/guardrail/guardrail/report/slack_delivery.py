@@ -38,6 +38,7 @@ class SlackSettings:
     channel: str | None = None  # bot mode: where incidents are posted
     state_table: str | None = None  # bot mode: where each incident's thread is remembered
     api_url: str | None = None  # Slack's API base URL; only ever changed for tests or GovSlack
+    actions: bool = False  # bot mode with the interactivity endpoint: messages carry the people's buttons
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> SlackSettings:
@@ -57,9 +58,17 @@ class SlackSettings:
             problems.append("GUARDRAIL_SLACK_CHANNEL: bot mode needs the channel id to post in")
         if mode == "bot" and not table:
             problems.append("GUARDRAIL_STATE_TABLE: bot mode keeps each incident's thread there")
+        actions = env.get("GUARDRAIL_SLACK_ACTIONS", "false").strip().lower()
+        if actions not in {"true", "false"}:
+            problems.append(f"GUARDRAIL_SLACK_ACTIONS: {actions!r} is not true or false")
+        if actions == "true" and mode != "bot":
+            problems.append(
+                "GUARDRAIL_SLACK_ACTIONS: buttons need bot mode (an incoming webhook cannot carry them)"
+            )
         if problems:
             raise ConfigurationError("invalid Slack configuration:\n  - " + "\n  - ".join(problems))
-        return cls(mode, secret, channel, table, env.get("GUARDRAIL_SLACK_API_URL", "").strip() or None)
+        api_url = env.get("GUARDRAIL_SLACK_API_URL", "").strip() or None
+        return cls(mode, secret, channel, table, api_url, actions == "true")
 
 
 def read_secret(arn: str, key: str) -> str:
@@ -151,8 +160,18 @@ class WebhookDelivery:
         return {"mode": "webhook", "posted": True}
 
 
+@dataclass(frozen=True)
+class Thread:
+    """Where an incident lives in Slack, and the message its first post shows now (re-rendered when people
+    act on it: Acknowledge, a release request)."""
+
+    channel: str
+    ts: str
+    message: dict[str, Any] | None = None
+
+
 class SlackThreads:
-    """Each incident's Slack thread (channel and message ts), in the state table."""
+    """Each incident's Slack thread (channel and message ts) and the message it shows, in the state table."""
 
     def __init__(self, client: DynamoDBClient, table: str) -> None:
         self._db, self._table = client, table
@@ -160,14 +179,20 @@ class SlackThreads:
     def _key(self, incident_id: str) -> Any:
         return {"pk": {"S": f"INCIDENT#{incident_id}"}, "sk": {"S": "SLACK"}}
 
-    def get(self, incident_id: str) -> tuple[str, str] | None:
+    def get(self, incident_id: str) -> Thread | None:
         item = self._db.get_item(TableName=self._table, Key=self._key(incident_id), ConsistentRead=True).get(
             "Item"
         )
-        return (item["channel"]["S"], item["ts"]["S"]) if item else None
+        if not item:
+            return None
+        shown = item.get("message", {}).get("S")
+        return Thread(item["channel"]["S"], item["ts"]["S"], json.loads(shown) if shown else None)
 
-    def put(self, incident_id: str, channel: str, ts: str) -> None:
+    def put(self, incident_id: str, channel: str, ts: str, message: dict[str, Any] | None = None) -> None:
         item = {**self._key(incident_id), "channel": {"S": channel}, "ts": {"S": ts}}
+        if message is not None:
+            # Bounded: SNS carried it (256 KB at most), an item holds 400 KB.
+            item["message"] = {"S": json.dumps(message, separators=(",", ":"))}
         self._db.put_item(TableName=self._table, Item=item)
 
 
@@ -175,18 +200,17 @@ class BotDelivery:
     """The first message of an incident is a post; later updates are replies in its thread, and a change
     of status (contained after a failure, released) also updates the first message in place."""
 
-    def __init__(self, token: str, channel: str, threads: SlackThreads, api_url: str | None = None) -> None:
-        from slack_sdk import WebClient
-
-        kwargs: dict[str, Any] = {
-            "token": token,
-            "timeout": TIMEOUT_SECONDS,
-            "retry_handlers": _retry_handlers(),
-        }
-        if api_url:
-            kwargs["base_url"] = api_url
-        self._client = WebClient(**kwargs)
-        self._token, self._channel, self._threads = token, channel, threads
+    def __init__(
+        self,
+        token: str,
+        channel: str,
+        threads: SlackThreads,
+        api_url: str | None = None,
+        *,
+        actions: bool = False,
+    ) -> None:
+        self._client = web_client(token, api_url)
+        self._token, self._channel, self._threads, self._actions = token, channel, threads, actions
 
     def _call(self, method: str, **kwargs: Any) -> Any:
         from slack_sdk.errors import SlackApiError
@@ -202,22 +226,50 @@ class BotDelivery:
             raise SlackDeliveryError(f"Slack {method} unreachable: {problem}") from None
 
     def deliver(self, message: dict[str, Any]) -> dict[str, Any]:
-        payload = render(message)
+        payload = render(message, actions=self._actions)
         incident_id = message.get("incident_id")
         thread = self._threads.get(incident_id) if incident_id else None
         if thread is None:
             response = self._call("chat_postMessage", channel=self._channel, **payload)
             if incident_id:
-                self._threads.put(incident_id, str(response["channel"]), str(response["ts"]))
+                self._threads.put(incident_id, str(response["channel"]), str(response["ts"]), message)
             return {"mode": "bot", "posted": str(response["ts"])}
-        channel, ts = thread
+        channel, ts = thread.channel, thread.ts
         if message["kind"] in ("update", "damage"):
             self._call("chat_postMessage", channel=channel, thread_ts=ts, **payload)
             return {"mode": "bot", "replied": ts}
         self._call("chat_update", channel=channel, ts=ts, **payload)
+        if incident_id:
+            self._threads.put(incident_id, channel, ts, message)  # what the first post shows now
         note = f"Status: *{escape(outcome_label(message))}*. {escape(message.get('reason') or '')}"
         self._call("chat_postMessage", channel=channel, thread_ts=ts, text=note)
         return {"mode": "bot", "updated": ts}
+
+    def show(self, incident_id: str, thread: Thread, message: dict[str, Any], note: str | None) -> None:
+        """The first post re-rendered (people acted on it), and what they did as a reply in its thread."""
+        self._call(
+            "chat_update", channel=thread.channel, ts=thread.ts, **render(message, actions=self._actions)
+        )
+        self._threads.put(incident_id, thread.channel, thread.ts, message)
+        if note:
+            self._call("chat_postMessage", channel=thread.channel, thread_ts=thread.ts, text=note)
+
+    def reply(self, thread: Thread, text: str) -> None:
+        self._call("chat_postMessage", channel=thread.channel, thread_ts=thread.ts, text=text)
+
+    def tell(self, channel: str, user: str, text: str) -> None:
+        """A message only `user` sees (a refusal, or why nothing happened)."""
+        self._call("chat_postEphemeral", channel=channel, user=user, text=text)
+
+
+def web_client(token: str, api_url: str | None = None) -> Any:
+    """slack_sdk's Web API client, with our timeout and retries (and a test or GovSlack base URL)."""
+    from slack_sdk import WebClient
+
+    kwargs: dict[str, Any] = {"token": token, "timeout": TIMEOUT_SECONDS, "retry_handlers": _retry_handlers()}
+    if api_url:
+        kwargs["base_url"] = api_url
+    return WebClient(**kwargs)
 
 
 def delivery(
@@ -230,7 +282,11 @@ def delivery(
     assert dynamodb is not None
     token = read_secret(settings.secret_arn, "bot_token")
     return BotDelivery(
-        token, settings.channel, SlackThreads(dynamodb, settings.state_table), settings.api_url
+        token,
+        settings.channel,
+        SlackThreads(dynamodb, settings.state_table),
+        settings.api_url,
+        actions=settings.actions,
     )
 
 

@@ -293,9 +293,11 @@ def contain(
     *,
     mark_event: bool = True,
     flight: dict[str, Any] | None = None,
+    by: dict[str, Any] | None = None,
 ) -> Outcome:
     """Stop the agent, once per principal, record it, then tell people. Raises ContainmentFailed when
-    IAM refuses, after recording and announcing the failure."""
+    IAM refuses, after recording and announcing the failure. `by`: the person who chose to contain
+    (respond/manual.py), recorded on the incident and in its audit records."""
     settings, call = rt.settings, verdict.call
     plan = plan_containment(verdict, settings, rt.identity(), reachable=rt.can_reach)
     store = rt.store
@@ -315,6 +317,7 @@ def contain(
 
     key = plan.key or principal_key(call.principal)
     incident = _new_incident(verdict, rt, key, IncidentStatus.CONTAINED, incident_id=found.failed_id)
+    incident.contained_by = by
     incident.reason, incident.manual_steps, incident.caveats = (
         plan.reason or verdict.reason,
         list(plan.manual_steps),
@@ -323,6 +326,8 @@ def contain(
     ref = IncidentRef(incident.id, incident.opened_at)
 
     def claim(kind: str, audit: dict[str, Any]) -> Claim:
+        if by is not None:
+            audit = {**audit, "contained_by": by}
         return store.open(
             incident,
             call.event_id,
@@ -463,6 +468,7 @@ def _new_incident(
         last_event_at=incident_time(now),
         counts_by_name={call.event_name: 1},
         summarized_by_name={call.event_name: 1},
+        caller=call.principal.to_dict() if status is IncidentStatus.REPORTED else None,
     )
 
 

@@ -21,13 +21,21 @@ class ReleaseError(GuardrailError):
 
 
 def release(
-    principal: str, reason: str, released_by: str, rt: Runtime, *, evidence: dict[str, Any] | None = None
+    principal: str,
+    reason: str,
+    released_by: str,
+    rt: Runtime,
+    *,
+    evidence: dict[str, Any] | None = None,
+    incident_id: str | None = None,
 ) -> Incident:
     """Undo exactly what the containment added, after investigation, and audit who and why.
 
     `released_by` is who the caller says released; `evidence` is what the platform can vouch for next to it
     (the caller's identity from STS for the CLI; for the release function, the Lambda request id, which
-    CloudTrail's Lambda data events tie to the identity that invoked it). Both go into the audit record."""
+    CloudTrail's Lambda data events tie to the identity that invoked it; from Slack, the signed request's
+    team and user ids). Both go into the audit record. `incident_id`: release only if this incident is the
+    one holding the principal (a button on an old incident's message must not release a newer one)."""
     if not reason or not reason.strip():
         raise ReleaseError("a reason is required: say why it is safe for this principal to act again")
     if not released_by or not released_by.strip():
@@ -37,6 +45,8 @@ def release(
     held = store.records.open_for(target.key)
     if held is None:
         raise ReleaseError(f"{target.key} is not contained: there is no open incident for it")
+    if incident_id is not None and held.incident_id != incident_id:
+        raise ReleaseError(f"{target.key} is held by incident {held.incident_id} now, not by {incident_id}")
     incident = store.records.get(held.incident_id)
     if incident is None:
         raise ReleaseError(f"incident {held.incident_id} holds {target.key} but its record is missing")

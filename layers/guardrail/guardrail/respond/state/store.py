@@ -22,8 +22,8 @@ from guardrail.incident import IncidentStatus, iso_time
 from guardrail.respond.state.audit import AuditTrail
 from guardrail.respond.state.flight import FlightRecord
 from guardrail.respond.state.ledger import EventLedger, event_key, is_marker, is_own, own_key, request_ids
-from guardrail.respond.state.records import IncidentRecords, OpenIncident, lock_key
-from guardrail.respond.state.table import StateTable, cancellation_codes, from_item
+from guardrail.respond.state.records import IncidentRecords, OpenIncident, lock_key, meta_key
+from guardrail.respond.state.table import StateTable, cancellation_codes, from_item, to_attr
 from guardrail.respond.state.windows import WindowCounts, bucket_of, is_window, minute_of
 
 if TYPE_CHECKING:
@@ -237,6 +237,42 @@ class IncidentStore:
                 *self.ledger.own(request_ids(undone), incident.id, "release"),
             ]
         )
+
+    def acted(
+        self,
+        incident_id: str,
+        update: str,
+        condition: str,
+        values: dict[str, Any],
+        audit: tuple[str, str, dict[str, Any]] | None = None,
+    ) -> bool:
+        """What a person did to an incident (respond/people.py), written only if `condition` holds on the
+        incident's record, with its audit record in the same transaction. False when the condition failed
+        (someone was first: a double click, a second person, a closed incident)."""
+        names = {k: v for k, v in (("#s", "status"), ("#at", "at")) if k in update + condition}
+        request: dict[str, Any] = {
+            "TableName": self.table.name,
+            "Key": meta_key(incident_id),
+            "UpdateExpression": update,
+            "ConditionExpression": f"attribute_exists(pk) AND ({condition})",
+        }
+        if names:
+            request["ExpressionAttributeNames"] = names
+        if values:
+            request["ExpressionAttributeValues"] = {k: to_attr(v) for k, v in values.items()}
+        items: list[Any] = [{"Update": request}]
+        if audit is not None:
+            kind, actor, details = audit
+            items.append(self.audit.entry(incident_id, kind, actor, details))
+        db = self.table.db
+        try:
+            db.transact_write_items(TransactItems=items)
+        except db.exceptions.TransactionCanceledException as exc:
+            reasons = exc.response.get("CancellationReasons") or []
+            if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                return False
+            raise
+        return True
 
     def amended(
         self,
