@@ -350,6 +350,65 @@ def test_notification_permissions_are_exactly_what_the_code_declares(template: d
     assert template["Resources"]["SlackNotifierFunction"]["Condition"] == "HasSlack"
 
 
+def test_slack_actions_permissions_are_exactly_what_the_code_declares(template: dict[str, Any]) -> None:
+    from guardrail.respond.interactions import ENDPOINT_PERMISSIONS  # noqa: PLC0415
+    from guardrail.respond.people import WORKER_PERMISSIONS  # noqa: PLC0415
+
+    endpoint = {
+        a
+        for statement in _statements(template, "SlackActionsFunction")
+        for a in (statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]])
+    }
+    # The public function: its secret and the queue, nothing of IAM, the state or the topic.
+    assert endpoint == set(ENDPOINT_PERMISSIONS)
+    worker = {
+        a
+        for prefix in ("secretsmanager:", "sqs:", "lambda:")
+        for a in _allowed(template, "ReleaseFunction", prefix)
+    }
+    assert worker == set(WORKER_PERMISSIONS)
+    resources = template["Resources"]
+    slack_parts = [
+        "SlackActionsFunction", "SlackActionsUrl", "SlackActionsUrlPermission", "SlackActionsInvokePermission",
+        "SlackActionsQueue", "SlackActionsQueuePolicy", "SlackActionsWork", "SlackActionsLogGroup",
+    ]  # fmt: skip
+    assert all(resources[name]["Condition"] == "HasSlackActions" for name in slack_parts)
+    for statement in _statements(template, "ReleaseFunction"):
+        if set(statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]) & set(
+            WORKER_PERMISSIONS
+        ):
+            assert statement["Resource"] in (
+                {"Ref": "SlackSecretArn"},
+                {"GetAtt": "SlackActionsQueue.Arn"},
+                {"GetAtt": "ResponderFunction.Arn"},
+            )
+
+
+def test_the_slack_endpoint_is_the_only_public_url_and_is_bounded(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    urls = {k: v for k, v in resources.items() if v["Type"] == "AWS::Lambda::Url"}
+    assert list(urls) == ["SlackActionsUrl"]
+    assert urls["SlackActionsUrl"]["Properties"]["AuthType"] == "NONE"
+    public = {
+        v["Properties"]["Action"]: v["Properties"]
+        for v in resources.values()
+        if v["Type"] == "AWS::Lambda::Permission" and v["Properties"].get("Principal") == "*"
+    }
+    # Since October 2025 a public function URL needs both; neither may open the function otherwise.
+    assert public["lambda:InvokeFunctionUrl"]["FunctionUrlAuthType"] == "NONE"
+    assert public["lambda:InvokeFunction"]["InvokedViaFunctionUrl"] is True
+    assert {p["FunctionName"]["Ref"] for p in public.values()} == {"SlackActionsFunction"}
+    function = resources["SlackActionsFunction"]["Properties"]
+    assert function["ReservedConcurrentExecutions"] == {"Ref": "SlackActionsConcurrency"}
+    assert function["Timeout"] <= 10
+    work = resources["SlackActionsWork"]["Properties"]
+    assert (work["BatchSize"], work["ScalingConfig"]["MaximumConcurrency"]) == (1, 2)
+    assert work["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    queue = resources["SlackActionsQueue"]["Properties"]
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"GetAtt": "FailureQueue.Arn"}
+    assert template["Outputs"]["SlackInteractivityUrl"]["Value"] == {"GetAtt": "SlackActionsUrl.FunctionUrl"}
+
+
 def test_alarms_watch_real_metrics_and_notify_the_topic(template: dict[str, Any]) -> None:
     package = ROOT / "layers" / "guardrail" / "guardrail"
     source = "".join(path.read_text() for path in sorted(package.rglob("*.py")))
@@ -606,7 +665,7 @@ def test_nobody_else_sends_to_purges_or_empties_the_queues(template: dict[str, A
                 }
                 _only_the_stack(statement["Condition"])
                 covered.add(statement["Resource"]["GetAtt"].split(".")[0])  # !GetAtt Queue.Arn
-    assert covered == {"QuarantineQueue", "FailureQueue"}
+    assert covered == {"QuarantineQueue", "FailureQueue", "SlackActionsQueue"}
 
 
 def test_member_roles_are_assumed_only_inside_the_organization(template: dict[str, Any]) -> None:

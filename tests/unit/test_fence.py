@@ -106,6 +106,9 @@ COVERAGE: dict[str, tuple[str, str] | tuple[str, str, dict[str, str]]] = {
     # The key has no name of its own: its alias does.
     "AWS::KMS::Key": ("kms:ScheduleKeyDeletion", f"arn:aws:kms:us-east-1:{ACCOUNT}:key/0f1e2d3c-aaaa", {"kms:ResourceAliases": f"alias/{STACK}-incidents"}),
     "AWS::Lambda::Permission": ("lambda:RemovePermission", f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:{STACK}-ResponderFunction-AbC123"),
+    # The Slack actions endpoint and the queue's mapping to the release function (named by the function).
+    "AWS::Lambda::Url": ("lambda:UpdateFunctionUrlConfig", f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:{STACK}-SlackActionsFunction-AbC123"),
+    "AWS::Lambda::EventSourceMapping": ("lambda:DeleteEventSourceMapping", f"arn:aws:lambda:us-east-1:{ACCOUNT}:event-source-mapping:0f1e2d3c-aaaa", {"lambda:FunctionArn": f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:{STACK}-ReleaseFunction-AbC123"}),
     # The prepared Identity Center deny: a new default version would lift a user's containment.
     "AWS::IAM::ManagedPolicy": ("iam:CreatePolicyVersion", f"arn:aws:iam::{ACCOUNT}:policy/guardrail/GuardrailIdentityCenterDeny"),
 }  # fmt: skip
@@ -119,6 +122,15 @@ IMPLIED = [
         f"arn:aws:events:us-east-1:{ACCOUNT}:rule/{STACK}-ResponderFunctionDestructiveCalls-AbC123",
     ),
     ("scheduler:DeleteSchedule", f"arn:aws:scheduler:us-east-1:{ACCOUNT}:schedule/default/{STACK}-check"),
+    # The Slack secret (named by the operator as docs/notifications.md asks): its signing secret forges clicks.
+    (
+        "secretsmanager:GetSecretValue",
+        f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:guardrail/slack-AbCdEf",
+    ),
+    (
+        "secretsmanager:PutSecretValue",
+        f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:{STACK}-slack-AbCdEf",
+    ),
     ("cloudformation:DeleteStack", f"arn:aws:cloudformation:us-east-1:{ACCOUNT}:stack/{STACK}/0f1e2d3c-aaaa"),
 ]
 

@@ -251,3 +251,50 @@ def test_the_on_call_engineer_reads_what_the_readme_shows() -> None:
     )
     assert "*Where*\n`111122223333` (production), `eu-west-1`" in texts
     assert any(t.startswith(":lock: *Contained*: put_role_deny_all, tag_role") for t in texts)
+
+
+BOT_STATES = {
+    # A contained agent: Acknowledge and Release...
+    "contained": ("rules/dynamodb.table-deleted.json", None, {}),
+    # Taken by someone: Acknowledge gone, who took it shown.
+    "acknowledged": (
+        "rules/dynamodb.table-deleted.json",
+        None,
+        {"acknowledged": {"team_id": "T0GUARD01", "user_id": "U0ALICE01", "name": "alice", "at": "2026-11-20T03:14:02.000000Z"}},
+    ),
+    # Two-person release: asked, waiting for a second person.
+    "release-requested": (
+        "rules/dynamodb.table-deleted.json",
+        None,
+        {"release_request": {"team_id": "T0GUARD01", "user_id": "U0ALICE01", "name": "alice", "at": "2026-11-20T03:20:00.000000Z", "reason": "approved in CHG-1234 <!channel>"}},
+    ),
+    # A reported agent: Contain now, behind a confirmation.
+    "reported": ("rules/generic.grants-to-another.json", None, {}),
+    "released": ("rules/dynamodb.table-deleted.json", "released", {}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("state", sorted(BOT_STATES))
+def test_bot_mode_buttons_match_the_golden_file(state: str) -> None:
+    """The Block Kit a bot-mode post carries with Slack actions on (GUARDRAIL_SLACK_ACTIONS=true)."""
+    relative, status, people = BOT_STATES[state]
+    message = message_for(load_event(relative), status)
+    message["people"] = people
+    rendered = render(message, actions=True)
+    golden = EVENTS.parent / "tests" / "golden" / "slack-bot" / f"{state}.json"
+    text = json.dumps(rendered, indent=2, ensure_ascii=False) + "\n"
+    if os.environ.get("GUARDRAIL_UPDATE_GOLDEN") == "1":
+        golden.write_text(text)
+    assert golden.exists(), f"no golden file for {state}: run with GUARDRAIL_UPDATE_GOLDEN=1 and review it"
+    assert text == golden.read_text()
+    # A webhook's message never carries them (an incoming webhook cannot be interactive).
+    assert "guardrail_" not in json.dumps(render(message))
+
+
+def test_people_are_shown_as_mentions_only_with_slack_ids() -> None:
+    message = message_for(load_event("rules/dynamodb.table-deleted.json"))
+    message["people"] = {"acknowledged": {"user_id": "<!channel>", "name": "<!here>", "at": "x"}}
+    text = json.dumps(render(message, actions=True))
+    assert "<!channel>" not in text
+    assert "<!here>" not in text
+    assert "@&lt;!here&gt;" in text

@@ -53,6 +53,7 @@ def fence_statements(
                 "cloudformation:*",  # the stack itself
                 "scheduler:*",  # the scheduled check's schedule
                 "kms:*",  # its key's alias
+                "secretsmanager:*",  # the Slack secret: its signing secret would forge a release from Slack
                 "cloudwatch:DeleteAlarms",
                 "cloudwatch:DisableAlarmActions",
                 "cloudwatch:PutMetricAlarm",
@@ -73,7 +74,19 @@ def fence_statements(
                 f"arn:aws:kms:*:{account}:alias/{own}",
                 f"arn:aws:cloudwatch:*:{account}:alarm:{own}",
                 f"arn:aws:scheduler:*:{account}:schedule/*/{own}",
+                # Named by the operator, not the stack: docs/notifications.md asks for one of these names.
+                f"arn:aws:secretsmanager:*:{account}:secret:{own}",
+                f"arn:aws:secretsmanager:*:{account}:secret:guardrail/*",
             ],
+        },
+        {
+            # The Slack actions queue's mapping to the release function has no name of its own (a UUID):
+            # the function it feeds names it.
+            "Sid": "NotItsQueueMappings",
+            "Effect": "Deny",
+            "Action": ["lambda:DeleteEventSourceMapping", "lambda:UpdateEventSourceMapping"],
+            "Resource": "*",
+            "Condition": {"ArnLike": {"lambda:FunctionArn": f"arn:aws:lambda:*:{account}:function:{own}"}},
         },
         {
             "Sid": "NotItsKeyByAlias",

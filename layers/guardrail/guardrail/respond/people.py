@@ -35,9 +35,17 @@ if TYPE_CHECKING:
 _RELEASABLE = (IncidentStatus.CONTAINED, IncidentStatus.DRY_RUN, IncidentStatus.NOT_CONTAINABLE)
 _RELEASABLE_VALUES = {f":r{i}": s.value for i, s in enumerate(_RELEASABLE)}
 _RELEASABLE_CONDITION = f"#s IN ({', '.join(_RELEASABLE_VALUES)})"
-JOB_MAX_AGE = timedelta(
-    hours=1
-)  # a click older than this (a stuck queue) is not acted on: the state moved on
+# What the worker needs beyond a release's: the signing secret and bot token, the queue, Contain now.
+WORKER_PERMISSIONS = (
+    "secretsmanager:GetSecretValue",
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+    "sqs:GetQueueAttributes",
+    "sqs:ChangeMessageVisibility",
+    "lambda:InvokeFunction",
+)
+# A click older than this (a stuck queue, a captured request) is not acted on: the incident moved on.
+JOB_MAX_AGE = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
