@@ -789,3 +789,12 @@ def test_the_identity_center_fallback_role_is_assumed_only_when_named(template: 
         variables = template["Resources"][function]["Properties"]["Environment"]["Variables"]
         assert variables["GUARDRAIL_IDENTITY_CENTER_ADMIN_ROLE_ARN"] == {"Ref": "IdentityCenterAdminRoleArn"}
     assert template["Parameters"]["IdentityCenterAdminRoleArn"]["Default"] == ""
+
+
+def test_the_slack_app_manifest_asks_for_only_what_the_code_uses() -> None:
+    manifest = yaml.safe_load((ROOT / "docs" / "slack-app-manifest.yaml").read_text())
+    assert manifest["settings"]["interactivity"]["is_enabled"] is True
+    assert manifest["settings"]["interactivity"]["request_url"].startswith("https://")
+    # chat.postMessage, chat.update, chat.postEphemeral, views.open (no scope), usergroups.users.list.
+    assert manifest["oauth_config"]["scopes"]["bot"] == ["chat:write", "usergroups:read"]
+    assert "event_subscriptions" not in manifest["settings"]  # nothing is listened to but clicks
