@@ -11,13 +11,14 @@ import importlib.util
 import json
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from types import ModuleType
 from typing import Any
 
 import pytest
 from aws_lambda_powertools.utilities import parameters
 
-from guardrail.incident import IncidentStatus
+from guardrail.incident import IncidentStatus, iso_time
 from guardrail.operate.cli import main
 from guardrail.operate.replay import find_project_file, invoke, load_handler
 from guardrail.report.slack import ACKNOWLEDGE, APPROVE_RELEASE, CONTAIN_NOW, RELEASE
@@ -429,3 +430,26 @@ def test_incidents_lists_who_acted_from_slack(
     assert "acknowledged" in trail
     assert f"slack:{TEAM}/{BOB} (@bob)" in trail
     assert "release" in trail
+
+
+def test_a_release_under_way_blocks_a_second_one_until_it_is_abandoned(deployment: Deployment) -> None:
+    incident_id, agent = _contained(deployment)
+    store = deployment.responder.runtime.store
+    now = deployment.responder.runtime.clock()
+    claim = "SET releasing = :job, releasing_at = :at"
+    store.acted(
+        incident_id, claim, "attribute_not_exists(releasing)", {":job": "f" * 32, ":at": iso_time(now)}
+    )
+    deployment.submit(incident_id, "a second person, meanwhile")
+    assert "already under way" in deployment.calls("chat.postEphemeral")[-1]["text"]
+    assert denied(lambda: agent.client("s3").create_bucket(Bucket="still-contained"))
+
+    # The worker that claimed it died and its job is gone: ten minutes on, the claim no longer holds.
+    store.acted(
+        incident_id,
+        claim,
+        "releasing = :job",
+        {":job": "f" * 32, ":at": iso_time(now - timedelta(minutes=11))},
+    )
+    deployment.submit(incident_id, "the first worker died")
+    assert agent.client("s3").create_bucket(Bucket="released-after-abandoned-claim")

@@ -234,7 +234,8 @@ def render(message: dict[str, Any], *, actions: bool = False) -> dict[str, Any]:
                 f"*Why it matters* ({escape(rule['attack'])}): {escape(rule['why'])}\n*Fix:* {escape(rule['fix'])}"
             )
         )
-    blocks += _people_blocks(message)
+    if message["kind"] not in ("update", "damage"):  # the post says it; its thread replies need not repeat it
+        blocks += _people_blocks(message)
     if message.get("release_command"):
         blocks.append(_section(f"*Release after investigation:*\n```{escape(message['release_command'])}```"))
     buttons = [

@@ -44,6 +44,8 @@ WORKER_PERMISSIONS = (
     "sqs:ChangeMessageVisibility",
     "lambda:InvokeFunction",
 )
+# Longer than the worker's timeout (60 s) and its retries: a release claim this old was abandoned.
+RELEASE_CLAIM_TIMEOUT = timedelta(minutes=10)
 # A click older than this (a stuck queue, a captured request) is not acted on: the incident moved on.
 JOB_MAX_AGE = timedelta(hours=1)
 
@@ -222,11 +224,20 @@ class People:
     def release(
         self, job: Intent, incident: Incident, actor: Actor, reason: str, requested: dict[str, Any] | None
     ) -> dict[str, Any]:
+        now = self.rt.clock()
         claimed = self.rt.store.acted(
             incident.id,
-            "SET releasing = :job",
-            f"{_RELEASABLE_CONDITION} AND (attribute_not_exists(releasing) OR releasing = :job)",
-            {":job": job.job_id, **_RELEASABLE_VALUES},
+            "SET releasing = :job, releasing_at = :now",
+            # The same job again (SQS redelivered it) goes on; another waits, unless the claim is older than
+            # a worker can live (it died between the claim and the release, and its job was dropped).
+            f"{_RELEASABLE_CONDITION} AND (attribute_not_exists(releasing) OR releasing = :job "
+            "OR releasing_at < :stale)",
+            {
+                ":job": job.job_id,
+                ":now": iso_time(now),
+                ":stale": iso_time(now - RELEASE_CLAIM_TIMEOUT),
+                **_RELEASABLE_VALUES,
+            },
         )
         if not claimed:
             current = self.rt.store.records.get(incident.id) or incident
