@@ -24,7 +24,7 @@ FAKE_AWS := AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_
 # This machine's pip.conf names local indexes that may not exist; pip warns once per package.
 QUIET_PIP := { grep -v 'is neither a file nor a directory' || true; }
 
-.PHONY: help setup demo test lint typecheck pytest template bench patterns actions clean
+.PHONY: help setup chromium demo test lint typecheck pytest template bench patterns actions clean
 
 help:
 	@echo "make demo   the story in one command, on an embedded moto server (no AWS account needed)"
@@ -36,7 +36,7 @@ help:
 $(VENV)/.installed: pyproject.toml
 	@test -n "$(PYTHON313)" || { echo "python3.13 not found: install it (pyenv install 3.13) or set PYTHON313=/path/to/python3.13"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON313) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' 2>&1 | $(QUIET_PIP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,cli]' 2>&1 | $(QUIET_PIP)
 	touch $@
 
 $(SAM_VENV)/.installed:
@@ -56,12 +56,18 @@ $(SIMULATOR): tests/simulator/package-lock.json
 	cd tests/simulator && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# A real headless browser renders the backtest report in the tests: Debian's chromium package.
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  { command -v apt-get >/dev/null || { echo "install Chromium (the backtest report test renders in it)"; exit 1; }; \
+	    apt-get install -y -q chromium >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; }
+
 setup: $(VENV)/.installed $(SAM_VENV)/.installed $(CHECKOV_VENV)/.installed $(SIMULATOR)
 
 demo: setup
 	$(BIN)/guardrail demo
 
-test: setup lint typecheck template pytest
+test: setup chromium lint typecheck template pytest
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -624,24 +624,28 @@ def read_documents(path: Path, *, parse_envelopes: bool = False) -> Iterator[tup
     `parse_envelopes`: a JSON Lines line that is an EventBridge envelope comes already parsed, as an
     ApiCall (pydantic-core reads it in one pass: what `guardrail classify` does with big files).
     """
-    raw = path.read_bytes()
+    yield from documents_in(str(path), path.read_bytes(), parse_envelopes=parse_envelopes)
+
+
+def documents_in(name: str, raw: bytes, *, parse_envelopes: bool = False) -> Iterator[tuple[str, object]]:
+    """read_documents for bytes already read (a file, or an S3 object named `name`)."""
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError) as exc:
-            raise InvalidEventError(f"{path}: not a readable gzip file ({exc})") from None
+            raise InvalidEventError(f"{name}: not a readable gzip file ({exc})") from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise InvalidEventError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise InvalidEventError(f"{name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:
         document = json.loads(text)
     except RecursionError:
-        raise InvalidEventError(f"{path}: JSON nested too deeply") from None
+        raise InvalidEventError(f"{name}: JSON nested too deeply") from None
     except json.JSONDecodeError:
-        yield from _json_lines(path, text, parse_envelopes)
+        yield from _json_lines(name, text, parse_envelopes)
         return
-    yield from _expand(str(path), document)
+    yield from _expand(name, document)
 
 
 def call_of(document: object) -> ApiCall:
@@ -652,7 +656,7 @@ def call_of(document: object) -> ApiCall:
     return document if isinstance(document, ApiCall) else parse_event(document)
 
 
-def _json_lines(path: Path, text: str, parse_envelopes: bool) -> Iterator[tuple[str, object]]:
+def _json_lines(path: str, text: str, parse_envelopes: bool) -> Iterator[tuple[str, object]]:
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue

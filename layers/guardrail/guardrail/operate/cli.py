@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -101,6 +102,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=50)
 
     p = commands.add_parser(
+        "backtest",
+        help="what the responder would have done over a trail's history (local files or s3://); no write, ever",
+    )
+    p.add_argument("sources", nargs="+", help="files, folders, or s3://bucket/prefix of CloudTrail log files")
+    p.add_argument("--since", type=_day, help="first day to read, YYYY-MM-DD (UTC)")
+    p.add_argument("--until", type=_day, help="last day to read, YYYY-MM-DD (UTC)")
+    p.add_argument("--accounts", default="", help="comma-separated account ids (default: all)")
+    p.add_argument("--regions", default="", help="comma-separated regions (default: all)")
+    p.add_argument(
+        "--settings",
+        type=Path,
+        help="GUARDRAIL_* settings to use (JSON or YAML map, or `aws lambda get-function-configuration` "
+        "output); default: this environment's",
+    )
+    p.add_argument(
+        "--workers", type=int, default=1, help="processes parsing and classifying files (default 1)"
+    )
+    p.add_argument("--report", type=Path, metavar="DIR", help="write report.html and report.json there")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+
+    p = commands.add_parser(
         "patterns", help="print the EventBridge patterns generated from the rule catalogue"
     )
     p.add_argument(
@@ -190,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             return undo_command(args.incident, args.hours, apply=args.apply)
         if args.command == "sso":
             return sso_command(args.instance_arn, args.permission_sets, check=args.check)
+        if args.command == "backtest":
+            return backtest_command(args)
         if args.command == "patterns":
             return patterns_command(write=args.write)
         if args.command == "rules":
@@ -399,6 +423,108 @@ def _audit_trail(rt: Any, incident_id: str, *, as_json: bool) -> int:
             ids = ", ".join(action.get("request_ids") or [])
             print(f"      {action.get('action')}" + (f" (request {ids})" if ids else ""))
     return 0
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day (YYYY-MM-DD)") from None
+
+
+def backtest_command(args: argparse.Namespace) -> int:
+    import os
+
+    from guardrail.operate.backtest import Selection, load_settings, run
+    from guardrail.report.backtest import render_html
+
+    if args.workers < 1:
+        raise GuardrailError("--workers must be 1 or more")
+    settings, env = load_settings(args.settings, dict(os.environ))
+    selection = Selection(
+        since=args.since,
+        until=args.until,
+        accounts=frozenset(a.strip() for a in args.accounts.split(",") if a.strip()),
+        regions=frozenset(r.strip() for r in args.regions.split(",") if r.strip()),
+    )
+    bar = _progress(enabled=not args.json and sys.stderr.isatty())
+    try:
+        result = run(args.sources, settings, env, selection, workers=args.workers, progress=bar)
+    finally:
+        bar.close()
+    report = result.to_dict()
+    if args.report is not None:
+        args.report.mkdir(parents=True, exist_ok=True)
+        (args.report / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        (args.report / "report.html").write_text(render_html(report))
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(_backtest_text(report, args.report))
+    return 0
+
+
+class _Progress:
+    """tqdm over the files read, with events done and events per second; nothing when not a terminal."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._bar: Any = None
+        self._events = 0
+        self._enabled = enabled
+
+    def start(self, files: int) -> None:
+        if self._enabled:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=files, unit=" files", dynamic_ncols=True, file=sys.stderr)
+
+    def step(self, files: int, events: int) -> None:
+        if self._bar is None:
+            return
+        self._events += events
+        rate = self._events / max(self._bar.format_dict.get("elapsed") or 1e-9, 1e-9)
+        self._bar.set_postfix(events=f"{self._events:,}", per_s=f"{rate:,.0f}", refresh=False)
+        self._bar.update(files)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _progress(*, enabled: bool) -> _Progress:
+    return _Progress(enabled)
+
+
+def _backtest_text(report: dict[str, Any], folder: Path | None) -> str:
+    lines = [
+        f"{report['events']:,} events in {report['files']:,} files, {report['first_event']} to {report['last_event']}"
+        f" ({report['seconds']} s); nothing was changed.",
+        "",
+        f"would contain: {len(report['would_contain'])}",
+    ]
+    for i in report["would_contain"]:
+        why = "; ".join(i["thresholds"]) or ", ".join(i["rules"])
+        lines.append(f"  {i['time']}  {i['principal']}  {i['event_name']}  by {why}")
+        for before in i["before"][-5:]:
+            lines.append(f"      before: {before['time']} {before['event_name']} ({before['status']})")
+    lines.append(f"would report: {len(report['would_report'])}")
+    for i in report["would_report"][:20]:
+        lines.append(f"  {i['time']}  {i['principal']}  {i['event_name']}  {', '.join(i['rules'])}")
+    lines.append(f"not containable: {len(report['not_containable'])}")
+    lines.append("agents seen (check the patterns catch them, and only them):")
+    lines += [f"  {a['events']:>8,}  {a['principal']}" for a in report["agents"][:20]] or ["  none"]
+    lines.append("critical calls by non-agents (never contained):")
+    lines += [f"  {h['calls']:>8,}  {h['principal']}" for h in report["critical_non_agents"][:20]] or [
+        "  none"
+    ]
+    lines.append("busiest rules:")
+    lines += [f"  {r['events']:>8,}  {r['rule']}" for r in report["busiest_rules"][:10]] or ["  none"]
+    unreadable = sum(u["records"] for u in report["unreadable"])
+    lines.append(f"unreadable records: {unreadable}")
+    lines += [f"  {u['records']:>8,}  {u['reason']}" for u in report["unreadable"][:10]]
+    if folder is not None:
+        lines.append(f"report: {folder / 'report.html'} (and report.json)")
+    return "\n".join(lines)
 
 
 def patterns_command(*, write: bool = False) -> int:

@@ -1,0 +1,692 @@
+"""Backtest: what the responder would have done over a trail's history, before anyone turns it on.
+
+It runs the real decision path on every record: the same parser and classifier, the same environment
+policies, agent and protected patterns, the same window arithmetic (`detect/windows.py`: tally_of and
+reached, per principal and minute, in event-time order) and the same planner (`respond/containment.py`):
+what it would contain, report, refuse or hold as not containable. The state table is replaced by its
+pure counterpart here (`Simulation`): a principal held by an open incident joins it, a report groups
+repeats for an hour, a containment holds until the end. Nothing is written anywhere, ever; an S3 source
+is only listed and read.
+
+Sources: local files and folders (what `guardrail classify` reads) and `s3://bucket/prefix` of a trail's
+log files, listed level by level in CloudTrail's key layout (`AWSLogs/[<org id>/]<account>/CloudTrail/
+<region>/YYYY/MM/DD/`) so that accounts, regions and days outside the question are never listed, and no
+object read twice. With `--workers N`, files are parsed and classified in N processes; the windows are
+then replayed in one, in event-time order.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict, deque
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from guardrail.detect.classifier import classify, escalate
+from guardrail.detect.cloudtrail import call_of, documents_in, event_files
+from guardrail.detect.windows import Bucket, reached, tally_of
+from guardrail.errors import GuardrailError, InvalidEventError
+from guardrail.model import Decision, PrincipalKind, Severity
+from guardrail.respond.containment import Blocked, ResponderIdentity, plan_containment, principal_key
+from guardrail.settings import Settings
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+
+    from guardrail.detect.verdict import Verdict
+
+INCIDENT_WINDOW = timedelta(hours=1)  # respond/state/records.py: a non-containing hold gathers for an hour
+BEFORE = 10  # what the agent did just before: this many of its calls are kept with each containment
+TIMELINE_PRINCIPALS = 20
+
+
+# --- sources ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which part of a trail to read: days (inclusive), accounts, regions; empty means all."""
+
+    since: date | None = None
+    until: date | None = None
+    accounts: frozenset[str] = frozenset()
+    regions: frozenset[str] = frozenset()
+
+    def keeps_time(self, moment: datetime) -> bool:
+        day = moment.astimezone(UTC).date()
+        return (self.since is None or day >= self.since) and (self.until is None or day <= self.until)
+
+
+_ACCOUNT = re.compile(r"^\d{12}$")
+_ORG = re.compile(r"^o-[a-z0-9]{10,32}$")
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+
+
+def s3_location(source: str) -> tuple[str, str] | None:
+    match = re.match(r"^s3://([^/]+)/?(.*)$", source)
+    return (match.group(1), match.group(2)) if match else None
+
+
+def s3_log_files(client: Any, bucket: str, prefix: str, selection: Selection) -> Iterator[str]:
+    """Every log file key under the prefix that the selection keeps, walking the key layout with
+    Delimiter='/' and pruning whole accounts, regions and days before listing them."""
+    if prefix and not prefix.endswith("/") and not prefix.endswith((".json.gz", ".json")):
+        prefix += "/"
+    yield from _walk(client, bucket, prefix, selection)
+
+
+def _walk(client: Any, bucket: str, prefix: str, selection: Selection) -> Iterator[str]:
+    paginator = client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+        for item in page.get("Contents") or []:
+            key = item["Key"]
+            if key.endswith((".json.gz", ".json", ".jsonl", ".jsonl.gz")):
+                yield key
+        for common in page.get("CommonPrefixes") or []:
+            child = common["Prefix"]
+            if _keeps(child, selection):
+                yield from _walk(client, bucket, child, selection)
+
+
+def _keeps(prefix: str, selection: Selection) -> bool:
+    """Whether a folder of the layout can hold what the selection asks for (pruning, not filtering:
+    records are still checked one by one)."""
+    parts = [p for p in prefix.split("/") if p]
+    last = parts[-1]
+    if last in ("CloudTrail-Digest", "CloudTrail-Insight", "CloudTrail-NetworkActivity"):
+        return False  # digests and Insights files are not records of calls
+    if "CloudTrail" not in parts:
+        if _ACCOUNT.match(last) and selection.accounts:
+            return last in selection.accounts
+        return True
+    after = parts[parts.index("CloudTrail") + 1 :]
+    if after and selection.regions and _REGION.match(after[0]) and after[0] not in selection.regions:
+        return False
+    numbers = after[1:4]
+    if numbers and all(p.isdigit() for p in numbers):
+        return _day_range_overlaps([int(p) for p in numbers], selection)
+    return True
+
+
+def _day_range_overlaps(parts: list[int], selection: Selection) -> bool:
+    """parts: [year], [year, month] or [year, month, day] of a folder; whether any of its days is kept."""
+    try:
+        if len(parts) == 1:
+            first, last = date(parts[0], 1, 1), date(parts[0], 12, 31)
+        elif len(parts) == 2:
+            first = date(parts[0], parts[1], 1)
+            last = (first.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
+        else:
+            first = last = date(parts[0], parts[1], parts[2])
+    except ValueError:
+        return True  # not a date after all: read it, and let the records decide
+    return (selection.since is None or last >= selection.since) and (
+        selection.until is None or first <= selection.until
+    )
+
+
+@dataclass(frozen=True)
+class LogFile:
+    """One file to read: a local path, or an S3 object."""
+
+    name: str
+    bucket: str | None = None
+    key: str | None = None
+
+    def read(self, s3: Any = None) -> bytes:
+        if self.bucket is None:
+            return Path(self.name).read_bytes()
+        assert s3 is not None
+        assert self.key is not None
+        body: bytes = s3.get_object(Bucket=self.bucket, Key=self.key)["Body"].read()
+        return body
+
+
+def log_files(sources: list[str], selection: Selection, s3: Callable[[], Any]) -> list[LogFile]:
+    """Every file the sources name, each once, in a stable order."""
+    found: dict[str, LogFile] = {}
+    for source in sources:
+        location = s3_location(source)
+        if location is None:
+            path = Path(source)
+            if not path.exists():
+                raise GuardrailError(f"{source}: no such file or folder")
+            for file in event_files([path]):
+                found.setdefault(str(file.resolve()), LogFile(str(file)))
+            continue
+        bucket, prefix = location
+        if prefix.endswith((".json.gz", ".json", ".jsonl", ".jsonl.gz")):
+            found.setdefault(source, LogFile(source, bucket, prefix))
+            continue
+        for key in s3_log_files(s3(), bucket, prefix, selection):
+            found.setdefault(f"s3://{bucket}/{key}", LogFile(f"s3://{bucket}/{key}", bucket, key))
+    return list(found.values())
+
+
+# --- one file: parsed and classified (in a worker process, or inline) ---------------------------------
+
+
+@dataclass
+class FileResult:
+    """What one file adds: the verdicts the windows and incidents must see (in full), and counts of
+    everything else (so a worker sends back little for the many ignored reads)."""
+
+    events: int = 0
+    acted: list[Verdict] = field(default_factory=list)
+    per_minute: Counter[tuple[str, int]] = field(default_factory=Counter)
+    agents: Counter[str] = field(default_factory=Counter)
+    rules: Counter[str] = field(default_factory=Counter)
+    critical_humans: Counter[str] = field(default_factory=Counter)
+    unreadable: Counter[str] = field(default_factory=Counter)
+    outside: int = 0
+    first: datetime | None = None
+    last: datetime | None = None
+
+
+def needs_the_windows(verdict: Verdict, settings: Settings) -> bool:
+    """handler.respond's test: an event that no rule flags, no window counts and no containment can be
+    joined by makes no AWS call in the live responder; here it only counts."""
+    if verdict.decision is not Decision.IGNORE or verdict.call.principal.kind is PrincipalKind.ROOT:
+        return True
+    policy = settings.policies[verdict.environment]
+    return policy.counts(verdict.category, is_agent=verdict.is_agent)
+
+
+def scan(file: LogFile, settings: Settings, selection: Selection, s3: Any = None) -> FileResult:
+    result = FileResult()
+    try:
+        documents = list(documents_in(file.name, file.read(s3), parse_envelopes=True))
+    except (OSError, InvalidEventError) as exc:
+        result.unreadable[f"file: {_reason(exc)}"] += 1
+        return result
+    environment_of = _environments(settings)
+    for _where, document in documents:
+        try:
+            call = call_of(document)
+        except InvalidEventError as exc:
+            result.unreadable[_reason(exc)] += 1
+            continue
+        if (
+            not selection.keeps_time(call.event_time)
+            or (selection.accounts and call.account not in selection.accounts)
+            or (selection.regions and call.region not in selection.regions)
+        ):
+            result.outside += 1
+            continue
+        result.events += 1
+        verdict = classify(call, settings, environment_of=environment_of)
+        principal = call.principal
+        who = principal.issuer_arn or principal.arn or principal.display
+        result.per_minute[(who, int(call.event_time.timestamp()) // 60)] += 1
+        result.first = min(result.first or call.event_time, call.event_time)
+        result.last = max(result.last or call.event_time, call.event_time)
+        if verdict.is_agent:
+            result.agents[who] += 1
+        for rule in verdict.rules:
+            result.rules[rule.id] += 1
+        if verdict.severity is Severity.CRITICAL and not verdict.is_agent:
+            result.critical_humans[f"{who}\t{call.event_name}"] += 1
+        if needs_the_windows(verdict, settings):
+            result.acted.append(verdict)
+    return result
+
+
+def _environments(settings: Settings) -> Callable[[str], Any]:
+    # The Organizations tag lookup is an AWS call: a backtest takes the settings' account map only.
+    return lambda account: settings.account_environments.get(account, settings.default_environment)
+
+
+def _reason(exc: Exception) -> str:
+    """An unreadable record's reason without where it was (so reasons count together)."""
+    text = str(exc)
+    text = re.sub(r"^\S+?(#Records\[\d+\]|:\d+)?: ", "", text, count=1)
+    return text[:160]
+
+
+def _scan_in_worker(file: LogFile, env: dict[str, str], selection: Selection) -> FileResult:
+    settings = _worker_settings(env)
+    s3 = _worker_s3() if file.bucket else None
+    return scan(file, settings, selection, s3)
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_settings(env: dict[str, str]) -> Settings:
+    if "settings" not in _WORKER:
+        _WORKER["settings"] = Settings.from_env(env)
+    settings: Settings = _WORKER["settings"]
+    return settings
+
+
+def _worker_s3() -> Any:
+    if "s3" not in _WORKER:
+        import boto3
+
+        _WORKER["s3"] = boto3.session.Session().client("s3")
+    return _WORKER["s3"]
+
+
+# --- the replay of the windows and incidents ------------------------------------------------------------
+
+
+@dataclass
+class Hold:
+    incident: str
+    status: str
+    opened: datetime
+    expires: datetime | None  # None: until the end (a containment holds until released)
+
+
+@dataclass
+class Decided:
+    """One event's outcome, as the live responder's Outcome.status names it."""
+
+    event_id: str
+    time: datetime
+    principal: str
+    status: str  # ignored | counted | reported | contained | dry_run | not_containable | refused | joined | duplicate
+    incident: str | None = None
+    decision: str = "ignore"
+    severity: str = "info"
+    rules: tuple[str, ...] = ()
+    thresholds: tuple[str, ...] = ()
+    reason: str = ""
+    event_name: str = ""
+
+
+@dataclass
+class Incident:
+    id: str
+    status: str
+    principal: str
+    time: datetime
+    event_name: str
+    event_id: str
+    rules: tuple[str, ...]
+    thresholds: tuple[str, ...]
+    reason: str
+    before: list[dict[str, str]]
+    joined: int = 0
+    is_agent: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "incident": self.id,
+            "status": self.status,
+            "principal": self.principal,
+            "time": _iso(self.time),
+            "event_name": self.event_name,
+            "event_id": self.event_id,
+            "rules": list(self.rules),
+            "thresholds": list(self.thresholds),
+            "reason": self.reason,
+            "before": self.before,
+            "joined": self.joined,
+        }
+
+
+class Simulation:
+    """The state table's decisions without the table: holds, report groups and window buckets per
+    principal, fed in event-time order. Mirrors respond/act.py's act, contain and report."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.holds: dict[str, Hold] = {}
+        self.buckets: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
+        self.seen: set[str] = set()
+        self.incidents: list[Incident] = []
+        self.recent: dict[str, deque[dict[str, str]]] = defaultdict(lambda: deque(maxlen=BEFORE))
+        self.thresholds_reached: Counter[str] = Counter()
+        self._count = 0
+
+    def decide(self, verdict: Verdict) -> Decided:
+        call = verdict.call
+        principal = call.principal
+        who = principal.issuer_arn or principal.arn or principal.display
+        decided = self._decide(verdict)
+        self.recent[who].append(
+            {"time": _iso(call.event_time), "event_name": call.event_name, "status": decided.status}
+        )
+        return decided
+
+    def _decide(self, verdict: Verdict) -> Decided:
+        call = verdict.call
+        settings = self.settings
+        policy = settings.policies[verdict.environment]
+        now = call.event_time
+        if call.event_id in self.seen:
+            return self._outcome(verdict, "duplicate")
+        if not needs_the_windows(verdict, settings) and not (verdict.is_agent and not call.is_read):
+            return self._outcome(verdict, "ignored")
+        key = principal_key(call.principal)
+        tally = tally_of(verdict, policy, key)
+        if (
+            tally is None
+            and verdict.decision is Decision.IGNORE
+            and call.principal.kind is not PrincipalKind.ROOT
+        ):
+            return self._outcome(verdict, "ignored")  # the agent's flight record, and no more
+        self.seen.add(call.event_id)
+        held = self._held(key, now)
+        if held is not None:
+            self._joined(held)
+            return self._outcome(verdict, "joined", held.incident)
+        if tally is not None:
+            hits = reached(policy, self._window(key), tally, include_tally=True)
+            if hits:
+                verdict = escalate(verdict, hits)
+                for hit in hits:
+                    self.thresholds_reached[hit.threshold.name] += 1
+            self._add(key, tally)
+        if verdict.decision is Decision.CONTAIN or call.principal.kind is PrincipalKind.ROOT:
+            return self._contain(verdict, key, now)
+        if verdict.decision is Decision.NOTIFY:
+            report_key = _report_key(key, verdict)
+            held = self._held(report_key, now)
+            if held is not None:
+                self._joined(held)
+                return self._outcome(verdict, "joined", held.incident)
+            incident = self._open(verdict, report_key, "reported", now, now + INCIDENT_WINDOW)
+            return self._outcome(verdict, "reported", incident)
+        return self._outcome(verdict, "counted")
+
+    def _contain(self, verdict: Verdict, key: str, now: datetime) -> Decided:
+        account = verdict.call.account
+        identity = ResponderIdentity.from_caller_arn(
+            account, f"arn:aws:sts::{account}:assumed-role/guardrail-backtest/x"
+        )
+        plan = plan_containment(verdict, self.settings, identity, reachable=lambda _account: True)
+        if plan.blocked is Blocked.REFUSED:
+            return self._outcome(verdict, "refused")
+        held_key = plan.key or key
+        if plan.blocked is Blocked.NOT_CONTAINABLE:
+            incident = self._open(verdict, held_key, "not_containable", now, now + INCIDENT_WINDOW)
+            return self._outcome(verdict, "not_containable", incident)
+        # As if armed, whatever GUARDRAIL_DRY_RUN says: what containment would do is the question.
+        incident = self._open(verdict, held_key, "contained", now, None)
+        return self._outcome(verdict, "contained", incident)
+
+    def _open(self, verdict: Verdict, key: str, status: str, now: datetime, expires: datetime | None) -> str:
+        self._count += 1
+        incident_id = f"BT-{self._count:05d}"
+        self.holds[key] = Hold(incident_id, status, now, expires)
+        call = verdict.call
+        who = call.principal.issuer_arn or call.principal.arn or call.principal.display
+        self.incidents.append(
+            Incident(
+                incident_id,
+                status,
+                who,
+                now,
+                call.event_name,
+                call.event_id,
+                tuple(verdict.rule_ids),
+                tuple(h.describe() for h in verdict.thresholds),
+                verdict.reason,
+                list(self.recent[who]),
+                is_agent=verdict.is_agent,
+            )
+        )
+        return incident_id
+
+    def _held(self, key: str, now: datetime) -> Hold | None:
+        hold = self.holds.get(key)
+        if hold is None or (hold.expires is not None and hold.expires <= now):
+            return None
+        return hold
+
+    def _joined(self, hold: Hold) -> None:
+        for incident in reversed(self.incidents):
+            if incident.id == hold.incident:
+                incident.joined += 1
+                return
+
+    def _window(self, key: str) -> dict[int, Bucket]:
+        return {
+            minute: Bucket(
+                b["access_denied"], b["destructive"], frozenset(b["resources"]), frozenset(b["services"])
+            )
+            for minute, b in self.buckets[key].items()
+        }
+
+    def _add(self, key: str, tally: Any) -> None:
+        from guardrail.environments import MAX_DISTINCT
+
+        bucket = self.buckets[key].setdefault(
+            tally.minute, {"access_denied": 0, "destructive": 0, "resources": set(), "services": set()}
+        )
+        bucket["access_denied"] += tally.access_denied
+        bucket["destructive"] += tally.destructive
+        for name, values in (("resources", tally.resources), ("services", tally.services)):
+            for value in values:
+                if len(bucket[name]) < MAX_DISTINCT:  # the state table's bucket is bounded the same way
+                    bucket[name].add(value)
+        # Minutes no window reaches any more are dropped: memory stays bounded over months of history.
+        oldest = tally.minute - tally.span
+        for minute in [m for m in self.buckets[key] if m <= oldest]:
+            del self.buckets[key][minute]
+
+    def _outcome(self, verdict: Verdict, status: str, incident: str | None = None) -> Decided:
+        call = verdict.call
+        return Decided(
+            call.event_id,
+            call.event_time,
+            call.principal.issuer_arn or call.principal.arn or call.principal.display,
+            status,
+            incident,
+            verdict.decision.value,
+            verdict.severity.value,
+            tuple(verdict.rule_ids),
+            tuple(h.describe() for h in verdict.thresholds),
+            verdict.reason,
+            call.event_name,
+        )
+
+
+def _report_key(key: str, verdict: Verdict) -> str:
+    """respond/act.py's: reports group by principal and finding; window spikes share one."""
+    if verdict.thresholds:
+        return f"{key}#report#window"
+    finding = verdict.top_rule.id if verdict.top_rule else verdict.category.value
+    return f"{key}#report#{finding}"
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- the whole run -------------------------------------------------------------------------------------
+
+
+class Progress(Protocol):
+    def start(self, files: int) -> None: ...
+    def step(self, files: int, events: int) -> None: ...
+
+
+@dataclass
+class Backtest:
+    settings_used: dict[str, Any]
+    files: int = 0
+    events: int = 0
+    outside: int = 0
+    first: datetime | None = None
+    last: datetime | None = None
+    decisions: list[Decided] = field(default_factory=list)
+    incidents: list[Incident] = field(default_factory=list)
+    agents: Counter[str] = field(default_factory=Counter)
+    rules: Counter[str] = field(default_factory=Counter)
+    critical_humans: Counter[str] = field(default_factory=Counter)
+    unreadable: Counter[str] = field(default_factory=Counter)
+    thresholds: Counter[str] = field(default_factory=Counter)
+    per_minute: Counter[tuple[str, int]] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    @property
+    def contained(self) -> list[Incident]:
+        return [i for i in self.incidents if i.status in ("contained", "dry_run")]
+
+    def statuses(self) -> Counter[str]:
+        return Counter(d.status for d in self.decisions)
+
+    def to_dict(self) -> dict[str, Any]:
+        humans: dict[str, dict[str, Any]] = {}
+        for line, count in self.critical_humans.most_common():
+            who, name = line.split("\t", 1)
+            entry = humans.setdefault(who, {"principal": who, "calls": 0, "by_event_name": {}})
+            entry["calls"] += count
+            entry["by_event_name"][name] = count
+        return {
+            "files": self.files,
+            "events": self.events,
+            "outside_selection": self.outside,
+            "first_event": _iso(self.first) if self.first else None,
+            "last_event": _iso(self.last) if self.last else None,
+            "seconds": round(self.seconds, 3),
+            "would_contain": [i.to_dict() for i in self.contained],
+            "would_report": [i.to_dict() for i in self.incidents if i.status == "reported"],
+            "not_containable": [i.to_dict() for i in self.incidents if i.status == "not_containable"],
+            "outcomes": dict(self.statuses().most_common()),
+            "agents": [{"principal": p, "events": n} for p, n in self.agents.most_common()],
+            "busiest_rules": [{"rule": r, "events": n} for r, n in self.rules.most_common(20)],
+            "thresholds_reached": dict(self.thresholds.most_common()),
+            "critical_non_agents": sorted(humans.values(), key=lambda h: -h["calls"]),
+            "unreadable": [{"reason": r, "records": n} for r, n in self.unreadable.most_common()],
+            "timelines": self.timelines(),
+            "settings": self.settings_used,
+        }
+
+    def timelines(self) -> list[dict[str, Any]]:
+        """Events per minute for the principals worth looking at (those with an incident first, then the
+        busiest agents), with their containment and report markers."""
+        chosen = list(dict.fromkeys(i.principal for i in self.incidents))
+        chosen += [p for p, _n in self.agents.most_common() if p not in chosen]
+        chosen = chosen[:TIMELINE_PRINCIPALS]
+        wanted = set(chosen)
+        minutes: dict[str, list[list[int]]] = defaultdict(list)
+        for (who, minute), count in sorted(self.per_minute.items(), key=lambda kv: kv[0][1]):
+            if who in wanted:
+                minutes[who].append([minute, count])
+        return [
+            {
+                "principal": who,
+                "per_minute": minutes.get(who, []),
+                "markers": [
+                    {
+                        "time": _iso(i.time),
+                        "minute": int(i.time.timestamp()) // 60,
+                        "status": i.status,
+                        "incident": i.id,
+                    }
+                    for i in self.incidents
+                    if i.principal == who
+                ],
+            }
+            for who in chosen
+        ]
+
+
+def run(
+    sources: list[str],
+    settings: Settings,
+    env: dict[str, str],
+    selection: Selection = Selection(),
+    *,
+    workers: int = 1,
+    s3: Callable[[], Any] | None = None,
+    progress: Progress | None = None,
+) -> Backtest:
+    """The backtest of `sources`: files scanned (in `workers` processes), then the windows replayed."""
+    import time
+
+    started = time.perf_counter()
+    client: dict[str, Any] = {}
+
+    def s3_client() -> Any:
+        if "s3" not in client:
+            if s3 is not None:
+                client["s3"] = s3()
+            else:
+                import boto3
+
+                client["s3"] = boto3.session.Session().client("s3")
+        return client["s3"]
+
+    files = log_files(sources, selection, s3_client)
+    if progress is not None:
+        progress.start(len(files))
+    result = Backtest(settings_used=_shown_settings(settings, env), files=len(files))
+    acted: list[Verdict] = []
+    for part in _scanned(files, settings, env, selection, workers, s3_client):
+        result.events += part.events
+        result.outside += part.outside
+        acted.extend(part.acted)
+        result.agents.update(part.agents)
+        result.rules.update(part.rules)
+        result.critical_humans.update(part.critical_humans)
+        result.unreadable.update(part.unreadable)
+        result.per_minute.update(part.per_minute)
+        if part.first is not None:
+            result.first = min(result.first or part.first, part.first)
+        if part.last is not None:
+            result.last = max(result.last or part.last, part.last)
+        if progress is not None:
+            progress.step(1, part.events)
+    simulation = Simulation(settings)
+    acted.sort(key=lambda v: (v.call.event_time, v.call.event_id))
+    result.decisions = [simulation.decide(v) for v in acted]
+    result.incidents = simulation.incidents
+    result.thresholds = simulation.thresholds_reached
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _scanned(
+    files: list[LogFile],
+    settings: Settings,
+    env: dict[str, str],
+    selection: Selection,
+    workers: int,
+    s3: Callable[[], Any],
+) -> Iterable[FileResult]:
+    if workers <= 1 or len(files) <= 1:
+        for file in files:
+            yield scan(file, settings, selection, s3() if file.bucket else None)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn, not fork: boto3 and threads (moto, tqdm) do not survive a fork safely.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        yield from pool.map(_scan_in_worker, files, [env] * len(files), [selection] * len(files), chunksize=4)
+
+
+def _shown_settings(settings: Settings, env: dict[str, str]) -> dict[str, Any]:
+    """The settings the run used, as the report shows them (no secret is among them)."""
+    return {k: v for k, v in sorted(env.items()) if k.startswith("GUARDRAIL_")} | {
+        "dry_run": settings.dry_run,
+        "default_environment": str(settings.default_environment),
+    }
+
+
+def load_settings(path: Path | None, base: dict[str, str]) -> tuple[Settings, dict[str, str]]:
+    """Settings from the environment, overlaid by a file of GUARDRAIL_* variables (JSON or YAML: a map,
+    or what `aws lambda get-function-configuration` prints, whose Environment.Variables is the map)."""
+    env = {k: v for k, v in base.items() if k.startswith("GUARDRAIL_")}
+    if path is not None:
+        import yaml
+
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise GuardrailError(f"{path}: cannot read the settings ({exc})") from None
+        if isinstance(loaded, dict) and isinstance(loaded.get("Environment"), dict):
+            loaded = loaded["Environment"].get("Variables")
+        if not isinstance(loaded, dict):
+            raise GuardrailError(f"{path}: expected a map of GUARDRAIL_* variables")
+        env.update({str(k): str(v) for k, v in loaded.items() if str(k).startswith("GUARDRAIL_")})
+    # A backtest never acts: what it would do is the question, dry run or not.
+    return Settings.from_env(env), env
