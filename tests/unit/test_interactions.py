@@ -33,6 +33,7 @@ from tests.slack_requests import (
 )
 
 INCIDENT = "GR-20261120T031250Z-0a1b2c3d"
+NOW = 1_800_000_000  # the endpoint's clock in the refusal tests: timestamps relative to it, not to collection time
 
 
 @dataclass
@@ -88,14 +89,14 @@ def settings(users: str = f"{ALICE},{BOB}", group: str = "") -> InteractionSetti
         ({**function_url_event("payload=x"), "headers": {}}, 401, "no Slack signature"),
         (function_url_event("payload=x", sign="v1=abc"), 401, "no Slack signature"),
         (function_url_event("payload=x", timestamp="not-a-number"), 401, "no Slack signature"),
-        (function_url_event("payload=x", timestamp=str(int(time.time()) - 301)), 401, "stale"),
-        (function_url_event("payload=x", timestamp=str(int(time.time()) + 301)), 401, "stale"),
+        (function_url_event("payload=x", timestamp=str(NOW - 301)), 401, "stale"),
+        (function_url_event("payload=x", timestamp=str(NOW + 301)), 401, "stale"),
         (function_url_event("payload=x", method="PUT"), 400, "Slack posts"),
         ("not an event", 400, "not a function URL request"),
     ],
 )
 def test_refused_before_the_secret_is_read(event: Any, status: int, why: str) -> None:
-    stand = Stand(settings())
+    stand = Stand(settings(), now=NOW)
     answer = handle_request(event, stand.endpoint())
     assert (answer.status, why in answer.why) == (status, True)
     assert stand.secret_reads == 0  # no AWS call at all

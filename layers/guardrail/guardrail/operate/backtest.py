@@ -174,7 +174,10 @@ class FileResult:
     everything else (so a worker sends back little for the many ignored reads)."""
 
     events: int = 0
+    # In this process, the verdicts; from a worker, their parts (a verdict holds the catalogue's compiled
+    # rules, which do not pickle), made verdicts again where the windows are replayed.
     acted: list[Verdict] = field(default_factory=list)
+    calls: list[tuple[Any, ...]] = field(default_factory=list)
     per_minute: Counter[tuple[str, int]] = field(default_factory=Counter)
     agents: Counter[str] = field(default_factory=Counter)
     rules: Counter[str] = field(default_factory=Counter)
@@ -248,7 +251,36 @@ def _reason(exc: Exception) -> str:
 def _scan_in_worker(file: LogFile, env: dict[str, str], selection: Selection) -> FileResult:
     settings = _worker_settings(env)
     s3 = _worker_s3() if file.bucket else None
-    return scan(file, settings, selection, s3)
+    result = scan(file, settings, selection, s3)
+    result.calls, result.acted = [_parts_of(v) for v in result.acted], []
+    return result
+
+
+def _parts_of(verdict: Verdict) -> tuple[Any, ...]:
+    """A verdict as it pickles: its rules by id (the catalogue's compiled rules do not pickle)."""
+    return (
+        verdict.call,
+        verdict.category,
+        verdict.severity,
+        verdict.decision,
+        verdict.reason,
+        verdict.environment,
+        tuple(verdict.rule_ids),
+        verdict.is_agent,
+        verdict.is_protected,
+        verdict.notes,
+    )
+
+
+def _verdict_of(parts: tuple[Any, ...]) -> Verdict:
+    from guardrail.detect.catalogue import default_catalogue
+    from guardrail.detect.verdict import Verdict
+
+    call, category, severity, decision, reason, environment, rule_ids, is_agent, is_protected, notes = parts
+    rules = tuple(default_catalogue().by_id(r) for r in rule_ids)
+    return Verdict(
+        call, category, severity, decision, reason, environment, rules, is_agent, is_protected, notes
+    )
 
 
 _WORKER: dict[str, Any] = {}
@@ -338,18 +370,17 @@ class Simulation:
         self.buckets: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
         self.seen: set[str] = set()
         self.incidents: list[Incident] = []
-        self.recent: dict[str, deque[dict[str, str]]] = defaultdict(lambda: deque(maxlen=BEFORE))
+        self.recent: dict[str, deque[tuple[datetime, str, str]]] = defaultdict(lambda: deque(maxlen=BEFORE))
         self.thresholds_reached: Counter[str] = Counter()
         self._count = 0
+        self._by_id: dict[str, Incident] = {}
 
     def decide(self, verdict: Verdict) -> Decided:
         call = verdict.call
         principal = call.principal
         who = principal.issuer_arn or principal.arn or principal.display
         decided = self._decide(verdict)
-        self.recent[who].append(
-            {"time": _iso(call.event_time), "event_name": call.event_name, "status": decided.status}
-        )
+        self.recent[who].append((call.event_time, call.event_name, decided.status))
         return decided
 
     def _decide(self, verdict: Verdict) -> Decided:
@@ -362,18 +393,19 @@ class Simulation:
         if not needs_the_windows(verdict, settings) and not (verdict.is_agent and not call.is_read):
             return self._outcome(verdict, "ignored")
         key = principal_key(call.principal)
-        tally = tally_of(verdict, policy, key)
+        counts = policy.counts(verdict.category, is_agent=verdict.is_agent)  # tally_of's own test, first
         if (
-            tally is None
+            not counts
             and verdict.decision is Decision.IGNORE
             and call.principal.kind is not PrincipalKind.ROOT
         ):
             return self._outcome(verdict, "ignored")  # the agent's flight record, and no more
         self.seen.add(call.event_id)
         held = self._held(key, now)
-        if held is not None:
+        if held is not None:  # held: the windows have nothing left to decide (act.py joins before counting)
             self._joined(held)
             return self._outcome(verdict, "joined", held.incident)
+        tally = tally_of(verdict, policy, key) if counts else None
         if tally is not None:
             hits = reached(policy, self._window(key), tally, include_tally=True)
             if hits:
@@ -416,7 +448,7 @@ class Simulation:
         call = verdict.call
         who = call.principal.issuer_arn or call.principal.arn or call.principal.display
         self.incidents.append(
-            Incident(
+            incident := Incident(
                 incident_id,
                 status,
                 who,
@@ -426,10 +458,11 @@ class Simulation:
                 tuple(verdict.rule_ids),
                 tuple(h.describe() for h in verdict.thresholds),
                 verdict.reason,
-                list(self.recent[who]),
+                [{"time": _iso(t), "event_name": n, "status": st} for t, n, st in self.recent[who]],
                 is_agent=verdict.is_agent,
             )
         )
+        self._by_id[incident_id] = incident
         return incident_id
 
     def _held(self, key: str, now: datetime) -> Hold | None:
@@ -439,10 +472,7 @@ class Simulation:
         return hold
 
     def _joined(self, hold: Hold) -> None:
-        for incident in reversed(self.incidents):
-            if incident.id == hold.incident:
-                incident.joined += 1
-                return
+        self._by_id[hold.incident].joined += 1
 
     def _window(self, key: str) -> dict[int, Bucket]:
         return {
@@ -618,11 +648,39 @@ def run(
     if progress is not None:
         progress.start(len(files))
     result = Backtest(settings_used=_shown_settings(settings, env), files=len(files))
-    acted: list[Verdict] = []
-    for part in _scanned(files, settings, env, selection, workers, s3_client):
+    if workers <= 1 or len(files) <= 1:
+        parts: Iterable[FileResult] = (
+            scan(f, settings, selection, s3_client() if f.bucket else None) for f in files
+        )
+        acted = _merged(result, parts, progress)
+        simulated = [simulate(acted, settings)]
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn, not fork: boto3 and threads (moto's server, tqdm) do not survive a fork safely.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            scanned = pool.map(
+                _scan_in_worker, files, [env] * len(files), [selection] * len(files), chunksize=4
+            )
+            acted = _merged(result, scanned, progress)
+        # The replay itself is one process's: few records reach it, and its order is the trail's.
+        simulated = [simulate(acted, settings)]
+    decisions, incidents, reached_counts = _joined_parts(simulated)
+    result.decisions, result.incidents, result.thresholds = decisions, incidents, reached_counts
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _merged(result: Backtest, parts: Iterable[FileResult], progress: Progress | None) -> list[Any]:
+    """The files' counts added to the result; what the windows need (verdicts, or a worker's calls)."""
+    acted: list[Any] = []
+    for part in parts:
         result.events += part.events
         result.outside += part.outside
         acted.extend(part.acted)
+        acted.extend(_verdict_of(p) for p in part.calls)
         result.agents.update(part.agents)
         result.rules.update(part.rules)
         result.critical_humans.update(part.critical_humans)
@@ -634,34 +692,44 @@ def run(
             result.last = max(result.last or part.last, part.last)
         if progress is not None:
             progress.step(1, part.events)
+    return acted
+
+
+Simulated = tuple[list["Decided"], list["Incident"], Counter[str]]
+
+
+def simulate(verdicts: list[Verdict], settings: Settings) -> Simulated:
+    """The windows and incidents replayed in event-time order."""
+    verdicts.sort(key=lambda v: (v.call.event_time, v.call.event_id))
     simulation = Simulation(settings)
-    acted.sort(key=lambda v: (v.call.event_time, v.call.event_id))
-    result.decisions = [simulation.decide(v) for v in acted]
-    result.incidents = simulation.incidents
-    result.thresholds = simulation.thresholds_reached
-    result.seconds = time.perf_counter() - started
-    return result
+    decisions = [simulation.decide(v) for v in verdicts]
+    return decisions, simulation.incidents, simulation.thresholds_reached
 
 
-def _scanned(
-    files: list[LogFile],
-    settings: Settings,
-    env: dict[str, str],
-    selection: Selection,
-    workers: int,
-    s3: Callable[[], Any],
-) -> Iterable[FileResult]:
-    if workers <= 1 or len(files) <= 1:
-        for file in files:
-            yield scan(file, settings, selection, s3() if file.bucket else None)
-        return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    # spawn, not fork: boto3 and threads (moto, tqdm) do not survive a fork safely.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        yield from pool.map(_scan_in_worker, files, [env] * len(files), [selection] * len(files), chunksize=4)
+def _joined_parts(parts: list[Simulated]) -> Simulated:
+    """The parts' decisions and incidents in time order, incidents numbered again across parts."""
+    ordered = sorted(
+        (
+            (incident.time, incident.event_id, index, incident)
+            for index, part in enumerate(parts)
+            for incident in part[1]
+        ),
+        key=lambda t: (t[0], t[1]),
+    )
+    number = {
+        (index, incident.id): f"BT-{n:05d}" for n, (_t, _e, index, incident) in enumerate(ordered, start=1)
+    }
+    for index, part in enumerate(parts):
+        for decided in part[0]:
+            if decided.incident is not None:
+                decided.incident = number[(index, decided.incident)]
+    for _t, _e, index, incident in ordered:
+        incident.id = number[(index, incident.id)]
+    counts: Counter[str] = Counter()
+    for part in parts:
+        counts.update(part[2])
+    decisions = sorted((d for part in parts for d in part[0]), key=lambda d: (d.time, d.event_id))
+    return decisions, [t[3] for t in ordered], counts
 
 
 def _shown_settings(settings: Settings, env: dict[str, str]) -> dict[str, Any]:
