@@ -49,7 +49,8 @@ REASON_BLOCK, REASON_INPUT = "reason", "reason_input"
 REASON_LIMIT = 1000  # characters of a release reason (the CLI takes any; Slack's input holds 3,000)
 # Slack's own ids (signed by Slack, never from the event): safe to show as a mention.
 SLACK_ID = re.compile(r"^[UW][A-Z0-9]{2,30}$")
-_RELEASABLE = frozenset({"contained", "dry_run", "not_containable"})
+# Not "not_containable": nothing was written to release, and its hold lapses within the hour by itself.
+_RELEASABLE = frozenset({"contained", "dry_run"})
 
 
 def escape(text: object) -> str:

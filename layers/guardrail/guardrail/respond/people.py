@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from guardrail.errors import ConfigurationError
+from guardrail.errors import ConfigurationError, GuardrailError
 from guardrail.incident import Actor, Incident, IncidentStatus, iso_time
 from guardrail.report.message import people_doc
 from guardrail.report.slack import escape, mention
-from guardrail.respond.release import ReleaseError, release
+from guardrail.respond.release import release
 from guardrail.telemetry import logger, metrics
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from guardrail.respond.interactions import Gate, Intent, SlackJob
     from guardrail.respond.runtime import Runtime
 
-_RELEASABLE = (IncidentStatus.CONTAINED, IncidentStatus.DRY_RUN, IncidentStatus.NOT_CONTAINABLE)
+_RELEASABLE = (IncidentStatus.CONTAINED, IncidentStatus.DRY_RUN)
 _RELEASABLE_VALUES = {f":r{i}": s.value for i, s in enumerate(_RELEASABLE)}
 _RELEASABLE_CONDITION = f"#s IN ({', '.join(_RELEASABLE_VALUES)})"
 # What the worker needs beyond a release's: the signing secret and bot token, the queue, Contain now.
@@ -259,7 +259,7 @@ class People:
             released = release(
                 incident.key, reason, released_by, self.rt, evidence=evidence, incident_id=incident.id
             )
-        except ReleaseError as exc:
+        except GuardrailError as exc:  # ReleaseError, or a key no release can name
             self.rt.store.acted(incident.id, "REMOVE releasing", "releasing = :job", {":job": job.job_id})
             metrics.add_metric(name="SlackReleaseFailures", unit=MetricUnit.Count, value=1)
             logger.error("release from Slack failed", extra={"incident_id": incident.id, "error": str(exc)})
