@@ -158,9 +158,21 @@ class EmbeddedAws:
 
     def __enter__(self) -> EmbeddedAws:
         self._server.start()
+        try:
+            self._start()
+        except BaseException:
+            # A with-block never exits what failed to enter: put the environment back and stop the server
+            # here, or the next user of boto3 in this process would inherit a half-set-up account.
+            if getattr(self, "_env", None) is not None:  # entered: set just after its __enter__
+                self._env.__exit__(None, None, None)
+            self._server.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
         host, port = self._server.get_host_and_port()
         self.endpoint = f"http://{host}:{port}"
-        self._env = _environ(
+        env = _environ(
             {
                 "AWS_ENDPOINT_URL": self.endpoint,
                 "MOTO_ACCOUNT_ID": self.account,
@@ -171,7 +183,8 @@ class EmbeddedAws:
                 "AWS_REGION": REGION,
             }
         )
-        self._env.__enter__()
+        env.__enter__()
+        self._env: Any = env
         os.environ.pop("AWS_SESSION_TOKEN", None)
         # moto keeps its state per process, not per server: start every replay from an empty account.
         self._post("/moto-api/reset", "")
@@ -188,7 +201,6 @@ class EmbeddedAws:
         if self.enforce_iam:
             self._post("/moto-api/reset-auth", "0")  # from here on, every request is authorised by IAM
         self._provision_responder()
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self._post("/moto-api/reset-auth", "inf")
@@ -202,7 +214,8 @@ class EmbeddedAws:
             method="POST",
             headers={"Content-Type": "text/plain"},
         )
-        urllib.request.urlopen(request, timeout=10).close()  # noqa: S310  (our own server on 127.0.0.1)
+        # Generous: resetting moto after a large run (the storm test's thousands of items) takes seconds.
+        urllib.request.urlopen(request, timeout=120).close()  # noqa: S310  (our own server on 127.0.0.1)
 
     def session(self) -> boto3.session.Session:
         import boto3
