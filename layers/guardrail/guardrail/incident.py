@@ -55,6 +55,12 @@ class Actor:
         return cls(str(data["team_id"]), str(data["user_id"]), str(data["name"]))
 
 
+# What a release can undo: a containment, or a dry run's record of one (a not-containable hold wrote
+# nothing, and lapses within the hour).
+RELEASABLE_STATUSES = frozenset({IncidentStatus.CONTAINED, IncidentStatus.DRY_RUN})
+INCIDENT_ID_PATTERN = r"^GR-\d{8}T\d{6}Z-[0-9a-f]{8}$"  # what new_incident_id makes
+
+
 def new_incident_id(now: datetime) -> str:
     return f"GR-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
 

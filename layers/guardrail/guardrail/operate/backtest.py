@@ -29,7 +29,9 @@ from guardrail.detect.cloudtrail import call_of, documents_in, event_files
 from guardrail.detect.windows import Bucket, reached, tally_of
 from guardrail.errors import GuardrailError, InvalidEventError
 from guardrail.model import Decision, PrincipalKind, Severity
+from guardrail.respond.act import report_key
 from guardrail.respond.containment import Blocked, ResponderIdentity, plan_containment, principal_key
+from guardrail.respond.state.records import INCIDENT_WINDOW
 from guardrail.settings import Settings
 
 if TYPE_CHECKING:
@@ -37,7 +39,6 @@ if TYPE_CHECKING:
 
     from guardrail.detect.verdict import Verdict
 
-INCIDENT_WINDOW = timedelta(hours=1)  # respond/state/records.py: a non-containing hold gathers for an hour
 BEFORE = 10  # what the agent did just before: this many of its calls are kept with each containment
 TIMELINE_PRINCIPALS = 20
 
@@ -416,12 +417,12 @@ class Simulation:
         if verdict.decision is Decision.CONTAIN or call.principal.kind is PrincipalKind.ROOT:
             return self._contain(verdict, key, now)
         if verdict.decision is Decision.NOTIFY:
-            report_key = _report_key(key, verdict)
-            held = self._held(report_key, now)
+            grouped = report_key(key, verdict)
+            held = self._held(grouped, now)
             if held is not None:
                 self._joined(held)
                 return self._outcome(verdict, "joined", held.incident)
-            incident = self._open(verdict, report_key, "reported", now, now + INCIDENT_WINDOW)
+            incident = self._open(verdict, grouped, "reported", now, now + INCIDENT_WINDOW)
             return self._outcome(verdict, "reported", incident)
         return self._outcome(verdict, "counted")
 
@@ -514,14 +515,6 @@ class Simulation:
             verdict.reason,
             call.event_name,
         )
-
-
-def _report_key(key: str, verdict: Verdict) -> str:
-    """respond/act.py's: reports group by principal and finding; window spikes share one."""
-    if verdict.thresholds:
-        return f"{key}#report#window"
-    finding = verdict.top_rule.id if verdict.top_rule else verdict.category.value
-    return f"{key}#report#{finding}"
 
 
 def _iso(moment: datetime) -> str:

@@ -27,6 +27,7 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
+from guardrail.incident import RELEASABLE_STATUSES
 from guardrail.report.message import outcome_label, subject
 
 HEADER_LIMIT = 150
@@ -49,8 +50,7 @@ REASON_BLOCK, REASON_INPUT = "reason", "reason_input"
 REASON_LIMIT = 1000  # characters of a release reason (the CLI takes any; Slack's input holds 3,000)
 # Slack's own ids (signed by Slack, never from the event): safe to show as a mention.
 SLACK_ID = re.compile(r"^[UW][A-Z0-9]{2,30}$")
-# Not "not_containable": nothing was written to release, and its hold lapses within the hour by itself.
-_RELEASABLE = frozenset({"contained", "dry_run"})
+_RELEASABLE = RELEASABLE_STATUSES  # StrEnum members: the message's status strings compare equal
 
 
 def escape(text: object) -> str:

@@ -238,18 +238,25 @@ class BotDelivery:
         if message["kind"] in ("update", "damage"):
             self._call("chat_postMessage", channel=channel, thread_ts=ts, **payload)
             return {"mode": "bot", "replied": ts}
-        self._call("chat_update", channel=channel, ts=ts, **payload)
-        if incident_id:
-            self._threads.put(incident_id, channel, ts, message)  # what the first post shows now
+        assert incident_id is not None  # a thread is found only by its incident
         note = f"Status: *{escape(outcome_label(message))}*. {escape(message.get('reason') or '')}"
-        self._call("chat_postMessage", channel=channel, thread_ts=ts, text=note)
+        self._updated(incident_id, thread, message, payload, note)
         return {"mode": "bot", "updated": ts}
 
     def show(self, incident_id: str, thread: Thread, message: dict[str, Any], note: str | None) -> None:
         """The first post re-rendered (people acted on it), and what they did as a reply in its thread."""
-        self._call(
-            "chat_update", channel=thread.channel, ts=thread.ts, **render(message, actions=self._actions)
-        )
+        self._updated(incident_id, thread, message, render(message, actions=self._actions), note)
+
+    def _updated(
+        self,
+        incident_id: str,
+        thread: Thread,
+        message: dict[str, Any],
+        payload: dict[str, Any],
+        note: str | None,
+    ) -> None:
+        """The first post edited in place, the message it now shows kept, and a note in its thread."""
+        self._call("chat_update", channel=thread.channel, ts=thread.ts, **payload)
         self._threads.put(incident_id, thread.channel, thread.ts, message)
         if note:
             self._call("chat_postMessage", channel=thread.channel, thread_ts=thread.ts, text=note)

@@ -88,7 +88,7 @@ def act(verdict: Verdict, rt: Runtime, started: float, event: object = None) -> 
         # A watched agent's event that nothing acts on and no window counts: its flight record, and no more.
         rt.store.flight.record(verdict, key)
         return Outcome(status="ignored", verdict=verdict)
-    keys = [key, _report_key(key, verdict)] + ([_report_key(key, None)] if tally else [])
+    keys = [key, report_key(key, verdict)] + ([report_key(key, None)] if tally else [])
     changed = _containment_named(verdict)
     if changed is not None:
         keys.append(changed)
@@ -275,7 +275,7 @@ def _recheck(verdict: Verdict, rt: Runtime, started: float, tally: Tally) -> Out
     return _act(_escalated(verdict, hits), rt, started, Lookup({}), None, None, mark_event=False)
 
 
-def _report_key(key: str, verdict: Verdict | None) -> str:
+def report_key(key: str, verdict: Verdict | None) -> str:
     """Reports group by principal and finding; every window spike of a principal shares one report."""
     if verdict is None or verdict.thresholds:
         return f"{key}#report#window"
@@ -431,11 +431,11 @@ def report(
     """Tell people, without containing. Repeats of one finding by one principal join one report for a
     window (summarised at most once a minute); so do events of a principal that is already contained."""
     call = verdict.call
-    report_key = _report_key(principal_key(call.principal), verdict)
-    held = found.held.get(report_key)
+    grouped = report_key(principal_key(call.principal), verdict)
+    held = found.held.get(grouped)
     if held is not None:
         return _join(held, verdict, rt, tally, bucket, mark_event=mark_event, flight=flight)
-    incident = _new_incident(verdict, rt, report_key, IncidentStatus.REPORTED)
+    incident = _new_incident(verdict, rt, grouped, IncidentStatus.REPORTED)
     claim = rt.store.open(
         incident,
         call.event_id,

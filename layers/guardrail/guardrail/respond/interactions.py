@@ -31,7 +31,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from guardrail.errors import ConfigurationError
-from guardrail.incident import Actor
+from guardrail.incident import INCIDENT_ID_PATTERN, Actor
 from guardrail.report.slack import (
     ACKNOWLEDGE,
     APPROVE_RELEASE,
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 MAX_BODY_BYTES = 128 * 1024
 STALE_SECONDS = 5 * 60  # slack_sdk's verifier: a timestamp further than this from now is refused
 GROUP_CACHE_SECONDS = 300
-INCIDENT_ID = re.compile(r"^GR-\d{8}T\d{6}Z-[0-9a-f]{8}$")
+INCIDENT_ID = re.compile(INCIDENT_ID_PATTERN)
 TEAM_ID = re.compile(r"^[TE][A-Z0-9]{2,30}$")
 QUEUED_ACTIONS = {ACKNOWLEDGE: "acknowledge", APPROVE_RELEASE: "approve_release", CONTAIN_NOW: "contain_now"}
 # What the endpoint needs: its secret (signing secret, and the bot token for modals and refusals), the queue.

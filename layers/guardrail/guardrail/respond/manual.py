@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from guardrail.errors import InvalidEventError
-from guardrail.incident import Actor, IncidentStatus, iso_time
+from guardrail.incident import INCIDENT_ID_PATTERN, Actor, IncidentStatus, iso_time
 from guardrail.model import ApiCall, Category, Decision, Environment, Principal, Severity
 from guardrail.respond.containment import principal_key
 from guardrail.telemetry import logger
@@ -34,7 +34,7 @@ class ContainNowRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     guardrail: Literal["contain_now"]
-    incident_id: str = Field(pattern=r"^GR-\d{8}T\d{6}Z-[0-9a-f]{8}$")
+    incident_id: str = Field(pattern=INCIDENT_ID_PATTERN)
     actor: dict[str, str]
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools.metrics import MetricUnit
 
 from guardrail.errors import ConfigurationError, GuardrailError
-from guardrail.incident import Actor, Incident, IncidentStatus, iso_time
+from guardrail.incident import RELEASABLE_STATUSES, Actor, Incident, IncidentStatus, iso_time
 from guardrail.report.message import people_doc
 from guardrail.report.slack import escape, mention
 from guardrail.respond.release import release
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from guardrail.respond.interactions import Gate, Intent, SlackJob
     from guardrail.respond.runtime import Runtime
 
-_RELEASABLE = (IncidentStatus.CONTAINED, IncidentStatus.DRY_RUN)
+_RELEASABLE = tuple(sorted(RELEASABLE_STATUSES))
 _RELEASABLE_VALUES = {f":r{i}": s.value for i, s in enumerate(_RELEASABLE)}
 _RELEASABLE_CONDITION = f"#s IN ({', '.join(_RELEASABLE_VALUES)})"
 # What the worker needs beyond a release's: the signing secret and bot token, the queue, Contain now.
