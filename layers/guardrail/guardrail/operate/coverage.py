@@ -155,7 +155,7 @@ def unknown_actions(paths: list[Path], table: ActionTable | None = None) -> tupl
     unknown: Counter[str] = Counter()
     read = 0
     for path in event_files(paths):
-        for _, document in read_documents(path, parse_envelopes=True):
+        for _, document in read_documents(path, parse=True):
             try:
                 call = call_of(document)
             except InvalidEventError:
