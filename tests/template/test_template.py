@@ -15,6 +15,7 @@ from guardrail.detect.catalogue import default_catalogue
 from guardrail.detect.routing import PATTERN_SIZE_LIMIT, _compact, all_patterns
 from guardrail.model import Category
 from tests.conftest import EVENTS, ROOT
+from tests.eventbridge import envelope, router
 
 TEMPLATE = ROOT / "template.yaml"
 
@@ -91,33 +92,6 @@ def _category(event: dict[str, Any]) -> Category:
     return classify(parse_event(event), Settings.from_env({})).category
 
 
-def _router(patterns: dict[str, dict[str, Any]]) -> Any:
-    """Route events through moto's EventBridge with these patterns; returns a function event -> routed?"""
-    events = boto3.client("events", region_name="us-east-1")
-    sqs = boto3.client("sqs", region_name="us-east-1")
-    queue_url = sqs.create_queue(QueueName=f"routed-{len(patterns)}")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    for name, pattern in patterns.items():
-        events.put_rule(Name=name, EventPattern=json.dumps(pattern))
-        events.put_targets(Rule=name, Targets=[{"Id": "q", "Arn": queue_arn}])
-
-    def routed(event: dict[str, Any]) -> bool:
-        entry = {
-            "Source": event["source"],
-            "DetailType": event["detail-type"],
-            "Detail": json.dumps(event["detail"]),
-        }
-        assert events.put_events(Entries=[entry])["FailedEntryCount"] == 0
-        received = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
-        for message in received:
-            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
-        return any(json.loads(m["Body"])["detail"] == event["detail"] for m in received)
-
-    return routed
-
-
 # The benign samples that the default routing carries on purpose, written out: CreateTags (ec2's
 # Lifecycle-tag rule looks through an array, which routing cannot, so the name is routed) and Lambda's
 # UpdateFunctionCode (the own-function rule compares with the deployed name prefix, routed by name).
@@ -133,8 +107,8 @@ def test_every_flagged_sample_is_routed_and_no_benign_one_is(template: dict[str,
     from guardrail.detect.routing import OPTIONAL_RULES  # noqa: PLC0415
 
     patterns = _rule_patterns(template)  # the template's own patterns, as deployed
-    routed = _router({n: p for n, p in patterns.items() if n not in OPTIONAL_RULES})  # on by default
-    routed_writes = _router({"AgentWrites": patterns["AgentWrites"]})  # on with RouteAgentWrites
+    routed = router({n: p for n, p in patterns.items() if n not in OPTIONAL_RULES})  # on by default
+    routed_writes = router({"AgentWrites": patterns["AgentWrites"]})  # on with RouteAgentWrites
     benign_not_routed = writes = 0
     for path in sorted(EVENTS.rglob("*.json")):
         event = json.loads(path.read_text())
@@ -159,28 +133,6 @@ def test_every_flagged_sample_is_routed_and_no_benign_one_is(template: dict[str,
     assert not routed_writes(read), "AgentWrites routes writes only"
 
 
-def _envelope(record: dict[str, Any], number: int) -> dict[str, Any]:
-    """A bare record as EventBridge would deliver it."""
-    if "detail" in record:
-        return record
-    detail_type = {
-        "awsconsolesignin": "AWS Console Sign In via CloudTrail",
-        "awsserviceevent": "AWS Service Event via CloudTrail",
-        "awsconsoleaction": "AWS Console Action via CloudTrail",
-    }.get(str(record.get("eventType", "")).lower(), "AWS API Call via CloudTrail")
-    return {
-        "version": "0",
-        "id": f"real-{number}",
-        "detail-type": detail_type,
-        "source": "aws." + str(record.get("eventSource", "x")).split(".")[0],
-        "account": "111122223333",
-        "time": "2026-11-20T03:12:43Z",
-        "region": "us-east-1",
-        "resources": [],
-        "detail": record,
-    }
-
-
 @mock_aws
 def test_every_flagged_real_record_is_routed_and_no_read_by_a_human(template: dict[str, Any]) -> None:
     """The real records under tests/data/cloudtrail, through the template's own patterns: anything the
@@ -191,12 +143,12 @@ def test_every_flagged_real_record_is_routed_and_no_read_by_a_human(template: di
     from guardrail.settings import Settings  # noqa: PLC0415
 
     patterns = _rule_patterns(template)
-    routed = _router({n: p for n, p in patterns.items() if n not in OPTIONAL_RULES})
+    routed = router({n: p for n, p in patterns.items() if n not in OPTIONAL_RULES})
     flagged = reads = 0
     data = ROOT / "tests" / "data" / "cloudtrail"
     for path in sorted(data.glob("*.jsonl")):
         for number, line in enumerate(path.read_text().splitlines(), start=1):
-            event = _envelope(json.loads(line), number)
+            event = envelope(json.loads(line), number)
             verdict = classify(parse_event(event), Settings.from_env({}))
             where = f"{path.name}:{number}"
             if verdict.category is not Category.BENIGN:
@@ -213,7 +165,7 @@ def test_every_flagged_real_record_is_routed_and_no_read_by_a_human(template: di
 def test_parameter_level_routing_follows_the_request(template: dict[str, Any]) -> None:
     from guardrail.detect.routing import OPTIONAL_RULES  # noqa: PLC0415
 
-    routed = _router({n: p for n, p in _rule_patterns(template).items() if n not in OPTIONAL_RULES})
+    routed = router({n: p for n, p in _rule_patterns(template).items() if n not in OPTIONAL_RULES})
     event = json.loads((EVENTS / "rules" / "s3.versioning-suspended.json").read_text())
     assert routed(event)
     for status, expected in (("Enabled", False), ("suspended", True), ("Disabled", True)):

@@ -606,13 +606,11 @@ def _clip(value: object, limit: int = 80) -> str:
 EVENT_FILE_SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz")
 
 
-def event_files(paths: list[Path]) -> Iterator[Path]:
+def event_files(paths: list[Path], suffixes: tuple[str, ...] = EVENT_FILE_SUFFIXES) -> Iterator[Path]:
     """The files named, and every event file below the directories named, in a stable order."""
     for path in paths:
         if path.is_dir():
-            yield from sorted(
-                p for p in path.rglob("*") if p.is_file() and p.name.endswith(EVENT_FILE_SUFFIXES)
-            )
+            yield from sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(suffixes))
         else:
             yield path
 
@@ -632,15 +630,24 @@ def read_documents(path: Path, *, parse: bool = False) -> Iterator[tuple[str, ob
 
 def documents_in(name: str, raw: bytes, *, parse: bool = False) -> Iterator[tuple[str, object]]:
     """read_documents for bytes already read (a file, or an S3 object named `name`)."""
+    yield from documents_of(name, text_of(name, raw), parse=parse)
+
+
+def text_of(name: str, raw: bytes) -> str:
+    """A file's bytes as text, gunzipped if they are gzip (InvalidEventError if they are not readable)."""
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError) as exc:
             raise InvalidEventError(f"{name}: not a readable gzip file ({exc})") from None
     try:
-        text = raw.decode("utf-8-sig")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InvalidEventError(f"{name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def documents_of(name: str, text: str, *, parse: bool = False) -> Iterator[tuple[str, object]]:
+    """documents_in for a file's text."""
     if parse and (calls := _log_file_calls(name, text)) is not None:
         yield from calls
         return

@@ -25,10 +25,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from guardrail.detect.classifier import classify, escalate
-from guardrail.detect.cloudtrail import call_of, collector_paused, documents_in, event_files
+from guardrail.detect.cloudtrail import (
+    EVENT_FILE_SUFFIXES,
+    call_of,
+    collector_paused,
+    documents_of,
+    event_files,
+    text_of,
+)
 from guardrail.detect.windows import Bucket, reached, tally_of
 from guardrail.errors import GuardrailError, InvalidEventError
 from guardrail.model import Decision, PrincipalKind, Severity
+from guardrail.operate.athena import RESULT_SUFFIXES, is_result, records_of
 from guardrail.respond.act import report_key
 from guardrail.respond.containment import Blocked, ResponderIdentity, plan_containment, principal_key
 from guardrail.respond.state.records import INCIDENT_WINDOW
@@ -39,6 +47,8 @@ if TYPE_CHECKING:
 
     from guardrail.detect.verdict import Verdict
 
+# CloudTrail's log files (and what `guardrail classify` reads), and query results of --athena-sql.
+SOURCE_SUFFIXES = EVENT_FILE_SUFFIXES + RESULT_SUFFIXES
 BEFORE = 10  # what the agent did just before: this many of its calls are kept with each containment
 TIMELINE_PRINCIPALS = 20
 
@@ -73,7 +83,7 @@ def s3_location(source: str) -> tuple[str, str] | None:
 def s3_log_files(client: Any, bucket: str, prefix: str, selection: Selection) -> Iterator[str]:
     """Every log file key under the prefix that the selection keeps, walking the key layout with
     Delimiter='/' and pruning whole accounts, regions and days before listing them."""
-    if prefix and not prefix.endswith("/") and not prefix.endswith((".json.gz", ".json")):
+    if prefix and not prefix.endswith("/") and not prefix.endswith(SOURCE_SUFFIXES):
         prefix += "/"
     yield from _walk(client, bucket, prefix, selection)
 
@@ -83,7 +93,7 @@ def _walk(client: Any, bucket: str, prefix: str, selection: Selection) -> Iterat
     for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
         for item in page.get("Contents") or []:
             key = item["Key"]
-            if key.endswith((".json.gz", ".json", ".jsonl", ".jsonl.gz")):
+            if key.endswith(SOURCE_SUFFIXES):
                 yield key
         for common in page.get("CommonPrefixes") or []:
             child = common["Prefix"]
@@ -154,11 +164,11 @@ def log_files(sources: list[str], selection: Selection, s3: Callable[[], Any]) -
             path = Path(source)
             if not path.exists():
                 raise GuardrailError(f"{source}: no such file or folder")
-            for file in event_files([path]):
+            for file in event_files([path], SOURCE_SUFFIXES):
                 found.setdefault(str(file.resolve()), LogFile(str(file)))
             continue
         bucket, prefix = location
-        if prefix.endswith((".json.gz", ".json", ".jsonl", ".jsonl.gz")):
+        if prefix.endswith(SOURCE_SUFFIXES):
             found.setdefault(source, LogFile(source, bucket, prefix))
             continue
         for key in s3_log_files(s3(), bucket, prefix, selection):
@@ -209,7 +219,7 @@ def scan(file: LogFile, settings: Settings, selection: Selection, s3: Any = None
 def _scanned(file: LogFile, settings: Settings, selection: Selection, s3: Any) -> FileResult:
     result = FileResult()
     try:
-        documents = list(documents_in(file.name, file.read(s3), parse=True))
+        documents = _documents(file.name, file.read(s3))
     except (OSError, InvalidEventError) as exc:
         result.unreadable[f"file: {_reason(exc)}"] += 1
         return result
@@ -249,6 +259,14 @@ def _scanned(file: LogFile, settings: Settings, selection: Selection, s3: Any) -
             result.acted.append(verdict)
     result.first, result.last = first, last
     return result
+
+
+def _documents(name: str, raw: bytes) -> list[tuple[str, object]]:
+    """A log file's records, or the rows of a query result of `--athena-sql` as records."""
+    text = text_of(name, raw)
+    if is_result(name, text):
+        return list(records_of(name, text))
+    return list(documents_of(name, text, parse=True))
 
 
 def _environments(settings: Settings) -> Callable[[str], Any]:

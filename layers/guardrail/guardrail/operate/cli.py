@@ -106,7 +106,12 @@ def main(argv: list[str] | None = None) -> int:
         "backtest",
         help="what the responder would have done over a trail's history (local files or s3://); no write, ever",
     )
-    p.add_argument("sources", nargs="+", help="files, folders, or s3://bucket/prefix of CloudTrail log files")
+    p.add_argument(
+        "sources",
+        nargs="*",
+        help="files, folders, or s3://bucket/prefix of CloudTrail log files, or the result (CSV) of the "
+        "query --athena-sql prints",
+    )
     p.add_argument("--since", type=_day, help="first day to read, YYYY-MM-DD (UTC)")
     p.add_argument("--until", type=_day, help="last day to read, YYYY-MM-DD (UTC)")
     p.add_argument("--accounts", default="", help="comma-separated account ids (default: all)")
@@ -122,6 +127,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--report", type=Path, metavar="DIR", help="write report.html and report.json there")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.add_argument(
+        "--athena-sql",
+        action="store_true",
+        help="print the Athena query for the records the routing patterns would deliver (within --since, "
+        "--until, --accounts, --regions) and stop; give its result to `guardrail backtest`",
+    )
+    p.add_argument("--table", default="cloudtrail_logs", help="with --athena-sql: the CloudTrail table")
+    p.add_argument(
+        "--agent-writes",
+        action="store_true",
+        help="with --athena-sql: also every agent write (as the RouteAgentWrites parameter routes them)",
+    )
 
     p = commands.add_parser(
         "patterns", help="print the EventBridge patterns generated from the rule catalogue"
@@ -451,13 +468,32 @@ def backtest_command(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         raise GuardrailError("--workers must be 1 or more")
-    settings, env = load_settings(args.settings, dict(os.environ))
     selection = Selection(
         since=args.since,
         until=args.until,
         accounts=frozenset(a.strip() for a in args.accounts.split(",") if a.strip()),
         regions=frozenset(r.strip() for r in args.regions.split(",") if r.strip()),
     )
+    if args.athena_sql:
+        from guardrail.operate.athena import athena_sql
+
+        if args.sources:
+            raise GuardrailError("--athena-sql prints a query; it reads no source")
+        sql = athena_sql(
+            table=args.table,
+            since=selection.since,
+            until=selection.until,
+            accounts=selection.accounts,
+            regions=selection.regions,
+            agent_writes=args.agent_writes,
+        )
+        print(sql, end="")
+        return 0
+    if not args.sources:
+        raise GuardrailError(
+            "name what to read: files, folders, s3://..., or a query result (or --athena-sql)"
+        )
+    settings, env = load_settings(args.settings, dict(os.environ))
     bar = _progress(enabled=not args.json and sys.stderr.isatty())
     try:
         result = run(args.sources, settings, env, selection, workers=args.workers, progress=bar)
