@@ -313,3 +313,20 @@ def test_a_pattern_the_translation_does_not_know_is_refused() -> None:
         pattern_condition({"detail": {"tlsDetails": {"tlsVersion": ["TLSv1"]}}})
     with pytest.raises(Untranslatable, match="pattern keys"):
         pattern_condition({"account": ["111122223333"]})
+
+
+def test_the_command_prints_the_query_and_reads_no_source(capsys: pytest.CaptureFixture[str]) -> None:
+    from guardrail.operate.cli import main
+
+    argv = ["backtest", "--athena-sql", "--table", "security.trail", "--since", "2026-01-01"]
+    assert main([*argv, "--regions", "eu-west-1"]) == 0
+    sql = capsys.readouterr().out
+    assert sql == athena_sql(table="security.trail", since=date(2026, 1, 1), regions=frozenset({"eu-west-1"}))
+    assert "FROM security.trail" in sql
+    assert "-- AgentWrites" not in sql
+    assert main(["backtest", "--athena-sql", "--agent-writes"]) == 0
+    assert "-- AgentWrites" in capsys.readouterr().out
+    assert main(["backtest", "--athena-sql", "somewhere/"]) == 1
+    assert "reads no source" in capsys.readouterr().err
+    assert main(["backtest", "--athena-sql", "--table", "x; DROP TABLE y"]) == 1
+    assert "not a table name" in capsys.readouterr().err
