@@ -34,7 +34,7 @@ from guardrail.operate.backtest import load_settings, run
 ROOT = Path(__file__).resolve().parent.parent
 PER_FILE = 2_000
 RATIO_EVENTS = 200_000
-REPEATS = 3
+REPEATS = 5
 
 
 def records(total: int) -> list[dict[str, object]]:

@@ -20,10 +20,10 @@ import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from guardrail.errors import InvalidEventError
 from guardrail.model import ApiCall, Principal, PrincipalKind, RecordKind
@@ -621,9 +621,9 @@ def read_documents(path: Path, *, parse: bool = False) -> Iterator[tuple[str, ob
     A file is one JSON document (an envelope, a record, or a CloudTrail log file with ``Records``) or
     JSON Lines, optionally gzipped. A log file yields each of its records. A line that does not decode
     yields an InvalidEventError in place of the document, so the caller can report it and go on.
-    `parse`: what pydantic-core can read in one pass from the text comes already parsed, as an ApiCall
-    (or the InvalidEventError it raised): a JSON Lines line that is an EventBridge envelope, and every
-    record of a CloudTrail log file (what `guardrail classify` and `backtest` do with big files).
+    `parse`: a JSON Lines line that is an EventBridge envelope comes already parsed, as an ApiCall
+    (pydantic-core reads it in one pass). CloudTrail's log files have a faster reader still, for the
+    operator's tools: operate/logfiles.py.
     """
     yield from documents_in(str(path), path.read_bytes(), parse=parse)
 
@@ -648,9 +648,6 @@ def text_of(name: str, raw: bytes) -> str:
 
 def documents_of(name: str, text: str, *, parse: bool = False) -> Iterator[tuple[str, object]]:
     """documents_in for a file's text."""
-    if parse and (calls := _log_file_calls(name, text)) is not None:
-        yield from calls
-        return
     try:
         document = json.loads(text)
     except RecursionError:
@@ -661,35 +658,12 @@ def documents_of(name: str, text: str, *, parse: bool = False) -> Iterator[tuple
     yield from _expand(name, document)
 
 
-def _never(value: object) -> object:
-    raise ValueError("read by the slow path")
-
-
-class _LogFileRecord(CloudTrailRecord):
-    """A log file's record as the fast path takes it; any other record is left to parse_event."""
-
-    # Without an id the stand-in is a hash of the record's JSON, which only the slow path holds.
-    event_id: str = Field(alias="eventID", min_length=1, max_length=256)
-    # parse_event reads a document with an envelope's key as an envelope.
-    detail: Annotated[object, BeforeValidator(_never)] = None
-    detail_type: Annotated[object, BeforeValidator(_never)] = Field(None, alias="detail-type")
-
-
-class _LogFile(_Lenient):
-    # A record the model refuses stays the JSON it was, for parse_event to read (and name what is wrong).
-    records: list[Annotated[_LogFileRecord | Any, Field(union_mode="left_to_right")]] = Field(alias="Records")
-
-
-# How CloudTrail writes every log file; anything else is read the slow way.
-_LOG_FILE_START = re.compile(r'\s*\{\s*"Records"\s*:\s*\[')
-
-
 @contextmanager
 def collector_paused() -> Iterator[None]:
-    """The cyclic garbage collector off while a log file becomes records (and, for callers that pause it
-    longer, while they are classified): their objects form no cycles, and the collections their
-    allocations trigger would scan them all for none, again and again (about half the parse of a file:
-    benchmarks/backtest_throughput.py). Nested pauses leave it to the outermost."""
+    """The cyclic garbage collector off while a file becomes records and they are classified: their
+    objects form no cycles, and the collections their allocations trigger would scan them all for none,
+    again and again (about half the parse of a file: benchmarks/backtest_throughput.py). Nested pauses
+    leave it to the outermost."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -697,36 +671,6 @@ def collector_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
-
-
-def _log_file_calls(name: str, text: str) -> list[tuple[str, object]] | None:
-    """The fast path for a CloudTrail log file: its records validated by pydantic-core straight from the
-    text, Python objects built only for the fields the decision reads (half the time of json.loads and a
-    model per record: benchmarks/backtest_throughput.py). A record it does not take comes as decoded JSON,
-    for call_of to read the slow way, so both paths always give the same calls and the same errors. None
-    (the caller reads the file the slow way) when the text is not a log file that pydantic-core decodes."""
-    if not _LOG_FILE_START.match(text):
-        return None
-    try:
-        with collector_paused():
-            log = _LogFile.model_validate_json(text)
-    except (ValidationError, ValueError, RecursionError):
-        return None
-    found: list[tuple[str, object]] = []
-    for index, record in enumerate(log.records):
-        where = f"{name}#Records[{index}]"
-        if not isinstance(record, _LogFileRecord):
-            found.append((where, record))
-            continue
-        event_type = record.event_type
-        kind = (
-            _EVENT_TYPES.get(event_type.lower(), RecordKind.API_CALL) if event_type else RecordKind.API_CALL
-        )
-        try:
-            found.append((where, api_call_of(record, None, kind)))
-        except InvalidEventError as exc:
-            found.append((where, exc))
-    return found
 
 
 def call_of(document: object) -> ApiCall:

@@ -29,7 +29,6 @@ from guardrail.detect.cloudtrail import (
     EVENT_FILE_SUFFIXES,
     call_of,
     collector_paused,
-    documents_of,
     event_files,
     text_of,
 )
@@ -37,6 +36,7 @@ from guardrail.detect.windows import Bucket, reached, tally_of
 from guardrail.errors import GuardrailError, InvalidEventError
 from guardrail.model import Decision, PrincipalKind, Severity
 from guardrail.operate.athena import RESULT_SUFFIXES, is_result, records_of
+from guardrail.operate.logfiles import documents
 from guardrail.respond.act import report_key
 from guardrail.respond.containment import Blocked, ResponderIdentity, plan_containment, principal_key
 from guardrail.respond.state.records import INCIDENT_WINDOW
@@ -266,7 +266,7 @@ def _documents(name: str, raw: bytes) -> list[tuple[str, object]]:
     text = text_of(name, raw)
     if is_result(name, text):
         return list(records_of(name, text))
-    return list(documents_of(name, text, parse=True))
+    return documents(name, text)
 
 
 def _environments(settings: Settings) -> Callable[[str], Any]:
@@ -540,8 +540,8 @@ class Simulation:
             call.principal.issuer_arn or call.principal.arn or call.principal.display,
             status,
             incident,
-            verdict.decision.value,
-            verdict.severity.value,
+            verdict.decision,  # a StrEnum: its own value, without the enum's property lookup per event
+            verdict.severity,
             tuple(verdict.rule_ids),
             tuple(h.describe() for h in verdict.thresholds),
             verdict.reason,
@@ -680,16 +680,7 @@ def run(
         acted = _merged(result, parts, progress)
         simulated = [simulate(acted, settings)]
     else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        # spawn, not fork: boto3 and threads (moto's server, tqdm) do not survive a fork safely.
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            scanned = pool.map(
-                _scan_in_worker, files, [env] * len(files), [selection] * len(files), chunksize=4
-            )
-            acted = _merged(result, scanned, progress)
+        acted = _scanned_together(files, settings, env, selection, workers, s3_client, result, progress)
         # The replay itself is one process's: few records reach it, and its order is the trail's.
         simulated = [simulate(acted, settings)]
     decisions, incidents, reached_counts = _joined_parts(simulated)
@@ -698,26 +689,69 @@ def run(
     return result
 
 
+def _scanned_together(
+    files: list[LogFile],
+    settings: Settings,
+    env: dict[str, str],
+    selection: Selection,
+    workers: int,
+    s3_client: Callable[[], Any],
+    result: Backtest,
+    progress: Progress | None,
+) -> list[Any]:
+    """The files scanned by this process and `workers - 1` spawned helpers, each taking the next file when
+    it is free. This process scans too: a helper's verdicts cost a pickling each way and this process's
+    own cost nothing, and a machine with N cores runs N processes best, not N helpers and a waiting one."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    queue = deque(files)
+    acted: list[Any] = []
+    # spawn, not fork: boto3 and threads (moto's server, tqdm) do not survive a fork safely.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers - 1, mp_context=context) as pool:
+        running: set[Any] = set()
+        while queue or running:
+            # Each helper two files ahead, so that none waits while this process scans.
+            while queue and len(running) < 2 * (workers - 1):
+                running.add(pool.submit(_scan_in_worker, queue.popleft(), env, selection))
+            if queue:
+                file = queue.popleft()
+                mine = scan(file, settings, selection, s3_client() if file.bucket else None)
+                acted += _merged(result, [mine], progress)
+            else:
+                wait(running, return_when=FIRST_COMPLETED)
+            done = {future for future in running if future.done()}
+            running -= done
+            acted += _merged(result, (future.result() for future in done), progress)
+    return acted
+
+
 def _merged(result: Backtest, parts: Iterable[FileResult], progress: Progress | None) -> list[Any]:
     """The files' counts added to the result; what the windows need (verdicts, or a worker's calls)."""
     acted: list[Any] = []
-    for part in parts:
-        result.events += part.events
-        result.outside += part.outside
-        acted.extend(part.acted)
-        acted.extend(_verdict_of(p) for p in part.calls)
-        result.agents.update(part.agents)
-        result.rules.update(part.rules)
-        result.critical_humans.update(part.critical_humans)
-        result.unreadable.update(part.unreadable)
-        result.per_minute.update(part.per_minute)
-        if part.first is not None:
-            result.first = min(result.first or part.first, part.first)
-        if part.last is not None:
-            result.last = max(result.last or part.last, part.last)
-        if progress is not None:
-            progress.step(1, part.events)
+    with collector_paused():  # verdicts made again from a helper's parts, kept: no cycles
+        for part in parts:
+            _merge(result, part, acted, progress)
     return acted
+
+
+def _merge(result: Backtest, part: FileResult, acted: list[Any], progress: Progress | None) -> None:
+    result.events += part.events
+    result.outside += part.outside
+    acted.extend(part.acted)
+    acted.extend(_verdict_of(p) for p in part.calls)
+    result.agents.update(part.agents)
+    result.rules.update(part.rules)
+    result.critical_humans.update(part.critical_humans)
+    result.unreadable.update(part.unreadable)
+    result.per_minute.update(part.per_minute)
+    if part.first is not None:
+        result.first = min(result.first or part.first, part.first)
+    if part.last is not None:
+        result.last = max(result.last or part.last, part.last)
+    if progress is not None:
+        progress.step(1, part.events)
 
 
 Simulated = tuple[list["Decided"], list["Incident"], Counter[str]]
@@ -727,7 +761,8 @@ def simulate(verdicts: list[Verdict], settings: Settings) -> Simulated:
     """The windows and incidents replayed in event-time order."""
     verdicts.sort(key=lambda v: (v.call.event_time, v.call.event_id))
     simulation = Simulation(settings)
-    decisions = [simulation.decide(v) for v in verdicts]
+    with collector_paused():  # a decision per verdict, kept, in no cycle: nothing for the collector
+        decisions = [simulation.decide(v) for v in verdicts]
     return decisions, simulation.incidents, simulation.thresholds_reached
 
 

@@ -270,11 +270,14 @@ def classify_command(paths: list[Path], out: TextIO, err: TextIO) -> int:
 
 def _classify_file(path: Path, settings: Settings, out: TextIO, err: TextIO) -> int:
     """One file's verdicts written as JSON lines; how many of its documents (or itself) failed."""
+    from msgspec.json import encode
+
     from guardrail.detect.classifier import classify
-    from guardrail.detect.cloudtrail import call_of, read_documents
+    from guardrail.detect.cloudtrail import call_of, text_of
+    from guardrail.operate.logfiles import documents as documents_of
 
     try:
-        documents = list(read_documents(path, parse=True))
+        documents = documents_of(str(path), text_of(str(path), path.read_bytes()))
     except (OSError, InvalidEventError) as exc:
         print(f"guardrail: {path}: {exc}", file=err)
         return 1
@@ -286,7 +289,8 @@ def _classify_file(path: Path, settings: Settings, out: TextIO, err: TextIO) -> 
             print(f"guardrail: {where}: invalid event: {exc}", file=err)
             failed += 1
             continue
-        out.write(json.dumps({"source": where, **verdict.summary()}) + "\n")
+        # msgspec's encoder: a third of json.dumps's cost, on every line of a trail (UTF-8 as it is).
+        out.write(encode({"source": where, **verdict.summary()}).decode() + "\n")
     return failed
 
 
