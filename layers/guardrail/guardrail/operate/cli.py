@@ -123,7 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         "output); default: this environment's",
     )
     p.add_argument(
-        "--workers", type=int, default=1, help="processes parsing and classifying files (default 1)"
+        "--workers",
+        type=int,
+        default=1,
+        help="processes parsing and classifying files, this one included (default 1)",
     )
     p.add_argument("--report", type=Path, metavar="DIR", help="write report.html and report.json there")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
