@@ -345,7 +345,7 @@ class Hold:
     expires: datetime | None  # None: until the end (a containment holds until released)
 
 
-@dataclass
+@dataclass(slots=True)
 class Decided:
     """One event's outcome, as the live responder's Outcome.status names it."""
 
@@ -542,8 +542,8 @@ class Simulation:
             incident,
             verdict.decision,  # a StrEnum: its own value, without the enum's property lookup per event
             verdict.severity,
-            tuple(verdict.rule_ids),
-            tuple(h.describe() for h in verdict.thresholds),
+            tuple(r.id for r in verdict.rules),
+            tuple(h.describe() for h in verdict.thresholds) if verdict.thresholds else (),
             verdict.reason,
             call.event_name,
         )
