@@ -514,7 +514,11 @@ def _kind_of_detail_type(detail_type: object) -> RecordKind:
 
 
 def _kind_of_record(record: Mapping[str, object]) -> RecordKind:
-    event_type = record.get("eventType")
+    return kind_of_event_type(record.get("eventType"))
+
+
+def kind_of_event_type(event_type: object) -> RecordKind:
+    """What a record read without its envelope is, by its eventType (none, or one unknown: a call)."""
     if not isinstance(event_type, str):
         return RecordKind.API_CALL
     return _EVENT_TYPES.get(event_type.lower(), RecordKind.API_CALL)

@@ -26,14 +26,13 @@ import msgspec
 from pydantic import BaseModel
 
 from guardrail.detect.cloudtrail import (
-    _EVENT_TYPES,
     CloudTrailRecord,
     api_call_of,
     collector_paused,
     documents_of,
+    kind_of_event_type,
 )
 from guardrail.errors import InvalidEventError
-from guardrail.model import RecordKind
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -151,10 +150,7 @@ def _calls(name: str, records: list[msgspec.Raw]) -> Iterator[tuple[str, object]
         if record.detail is not msgspec.UNSET or record.detail_type is not msgspec.UNSET:
             yield where, _decoded(raw)
             continue
-        event_type = record.event_type
-        kind = (
-            _EVENT_TYPES.get(event_type.lower(), RecordKind.API_CALL) if event_type else RecordKind.API_CALL
-        )
+        kind = kind_of_event_type(record.event_type)
         try:
             # The struct has the model's attributes, by construction: api_call_of reads it as the model.
             yield where, api_call_of(cast("CloudTrailRecord", record), None, kind)
