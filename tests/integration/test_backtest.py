@@ -11,6 +11,7 @@ import gzip
 import json
 import shutil
 import subprocess
+import tempfile
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -294,3 +295,65 @@ def test_cli_backtest_writes_the_report_and_json(tmp_path: Path, capsys: pytest.
     reasons = {u["reason"]: u["records"] for u in json.loads(capsys.readouterr().out)["unreadable"]}
     assert sum(reasons.values()) == 2
     assert any("not JSON" in r for r in reasons)
+
+
+def test_workers_decide_exactly_as_one_process(tmp_path: Path) -> None:
+    """Helpers send what the replay reads apart from each verdict, read only when wanted: every outcome,
+    incident and count must be the one process's, over every published and sample record (many services,
+    principals, roots, Identity Center users, refusals) and a request msgpack cannot hold."""
+    samples: list[dict[str, Any]] = []
+    for path in sorted((Path(__file__).parents[1] / "data" / "cloudtrail").glob("*.jsonl")):
+        samples += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    samples += [
+        json.loads(path.read_text())["detail"]
+        for path in sorted(EVENTS.rglob("*.json"))
+        if isinstance(json.loads(path.read_text()).get("detail"), dict)
+    ]
+    huge = record(PROD, "AIAgentRole", "agent", START, "dynamodb.amazonaws.com", "DeleteTable",
+                  {"tableName": "orders", "limit": 2**70})  # fmt: skip
+    records = []
+    for n in range(3 * len(samples)):
+        item = copy.deepcopy(samples[n % len(samples)])
+        item["eventID"] = str(uuid.UUID(int=n))
+        item["eventTime"] = (START + timedelta(seconds=7 * n)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        records.append(item)
+    records.insert(len(records) // 2, huge)
+    refused = record(DEV, "AIAgentCI", "ci", START, "iam.amazonaws.com", "ListRoles", error="AccessDenied",
+                     read_only=True)  # fmt: skip
+    records.insert(0, refused)  # counted: one refusal, far below its threshold
+    for n in range(0, len(records), 200):
+        path = tmp_path / f"111122223333_CloudTrail_us-east-1_{n:06d}.json.gz"
+        path.write_bytes(gzip.compress(json.dumps({"Records": records[n : n + 200]}).encode()))
+    settings, env = load_settings(None, SETTINGS)
+
+    one, two = (run([str(tmp_path)], settings, env, workers=w) for w in (1, 2))
+    assert two.decisions == one.decisions
+    assert two.incidents == one.incidents
+    assert {**two.to_dict(), "seconds": 0} == {**one.to_dict(), "seconds": 0}
+    assert {"contained", "reported", "joined", "counted", "not_containable"} <= set(one.statuses())
+    assert next(d for d in one.decisions if d.event_id == huge["eventID"]).status in ("contained", "joined")
+    assert not list(Path(tempfile.gettempdir()).glob("guardrail-backtest-*"))  # the spill files removed
+
+
+def test_a_helpers_spill_file_reads_back_as_its_verdicts(tmp_path: Path) -> None:
+    """What a helper writes, read back: the replay's fields at once, each whole verdict (one through
+    pickle: an integer msgpack cannot hold) equal to the one the helper made."""
+    from guardrail.operate.backtest import LogFile, _scan_in_worker, _spilled, scan
+
+    huge = record(PROD, "AIAgentRole", "agent", START, "dynamodb.amazonaws.com", "DeleteTable",
+                  {"tableName": "orders", "limit": 2**70})  # fmt: skip
+    plain = record(PROD, "AIAgentRole", "agent", START + timedelta(seconds=1), "s3.amazonaws.com",
+                   "DeleteBucket", {"bucketName": "reports"})  # fmt: skip
+    path = tmp_path / "111122223333_CloudTrail_us-east-1_x.json.gz"
+    path.write_bytes(gzip.compress(json.dumps({"Records": [huge, plain]}).encode()))
+    file, env = LogFile(str(path)), {**SETTINGS}
+    settings, _ = load_settings(None, env)
+    mine = scan(file, settings, Selection())
+    sent = _scan_in_worker(file, env, Selection(), str(tmp_path / "0.msgpack"))
+    assert sent.acted == []
+    assert sent.spilled is not None
+    read = _spilled(sent.spilled)
+    assert [a.light() for a in read] == [a.light() for a in mine.acted]
+    assert all(isinstance(a.source, tuple) for a in read)  # not decoded until asked
+    assert [a.verdict() for a in read] == [a.verdict() for a in mine.acted]
+    assert read[0].verdict().call.request["limit"] == 2**70

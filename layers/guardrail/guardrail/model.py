@@ -6,11 +6,10 @@ Imports nothing from the package: every stage may use it, and it uses none of th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from datetime import datetime
+# At run time, not only for type checking: the backtest's helpers send ApiCalls as msgpack, decoded by these hints.
+from datetime import datetime  # noqa: TC003
+from enum import StrEnum
 
 
 class Severity(StrEnum):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from importlib import resources
 from typing import Any
 
@@ -244,12 +244,15 @@ class Catalogue:
         return (self.generic_rules[meaning],) if meaning is not None else ()
 
     def by_id(self, rule_id: str) -> Rule:
-        for rule in (*self.rules, *self.generic_rules.values()):
-            if rule.id == rule_id:
-                return rule
-        if rule_id == self.access_denied.rule.id:
-            return self.access_denied.rule
-        raise KeyError(rule_id)
+        return self._ids[rule_id]
+
+    @cached_property
+    def _ids(self) -> dict[str, Rule]:
+        # A dictionary, built once: the backtest makes every verdict a helper sent back again by its rule ids.
+        ids: dict[str, Rule] = {}
+        for rule in (*self.rules, *self.generic_rules.values(), self.access_denied.rule):
+            ids.setdefault(rule.id, rule)
+        return ids
 
 
 def _text(rule_id: str, entry: Mapping[str, Any], key: str) -> str:

@@ -17,10 +17,12 @@ then replayed in one, in event-time order.
 
 from __future__ import annotations
 
+import pickle
 import re
 from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -34,7 +36,7 @@ from guardrail.detect.cloudtrail import (
 )
 from guardrail.detect.windows import Bucket, reached, tally_of
 from guardrail.errors import GuardrailError, InvalidEventError
-from guardrail.model import Decision, PrincipalKind, Severity
+from guardrail.model import ApiCall, Category, Decision, Environment, PrincipalKind, Severity
 from guardrail.operate.athena import RESULT_SUFFIXES, is_result, records_of
 from guardrail.operate.logfiles import documents
 from guardrail.respond.act import report_key
@@ -46,11 +48,13 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
 
     from guardrail.detect.verdict import Verdict
+    from guardrail.model import Principal
 
 # CloudTrail's log files (and what `guardrail classify` reads), and query results of --athena-sql.
 SOURCE_SUFFIXES = EVENT_FILE_SUFFIXES + RESULT_SUFFIXES
 BEFORE = 10  # what the agent did just before: this many of its calls are kept with each containment
 TIMELINE_PRINCIPALS = 20
+AHEAD = 4  # files queued per helper (benchmarks/backtest_throughput.py: 2 left a helper waiting at times)
 
 
 # --- sources ---------------------------------------------------------------------------------------
@@ -185,10 +189,10 @@ class FileResult:
     everything else (so a worker sends back little for the many ignored reads)."""
 
     events: int = 0
-    # In this process, the verdicts; from a worker, their parts (a verdict holds the catalogue's compiled
-    # rules, which do not pickle), made verdicts again where the windows are replayed.
-    acted: list[Verdict] = field(default_factory=list)
-    calls: list[tuple[Any, ...]] = field(default_factory=list)
+    # What the replay reads of each verdict the windows must see. A helper sends them in a spill file
+    # (`spilled`) instead, read back where the windows are replayed.
+    acted: list[Acted] = field(default_factory=list)
+    spilled: str | None = None
     per_minute: Counter[tuple[str, int]] = field(default_factory=Counter)
     agents: Counter[str] = field(default_factory=Counter)
     rules: Counter[str] = field(default_factory=Counter)
@@ -208,6 +212,90 @@ def needs_the_windows(verdict: Verdict, settings: Settings) -> bool:
     return policy.counts(verdict.category, is_agent=verdict.is_agent)
 
 
+@dataclass(slots=True)
+class Acted:
+    """What the replay reads of a verdict the windows must see. Most of them (a contained agent's later
+    calls) only join a hold, so the whole verdict is read (`verdict()`) only when the windows count it or
+    it opens an incident: from a helper, the verdict is then decoded from its spill file, and only then."""
+
+    event_id: str
+    time: datetime
+    who: str  # as the report names a principal
+    key: str  # principal_key: the state table's key
+    root: bool
+    event_name: str
+    environment: Environment
+    category: Category
+    decision: Decision
+    severity: Severity
+    is_agent: bool
+    reason: str
+    rule_ids: tuple[str, ...]
+    source: Verdict | tuple[str, int, int]  # the verdict itself, or where a helper spilled it
+
+    def verdict(self) -> Verdict:
+        if isinstance(self.source, tuple):
+            path, offset, size = self.source
+            self.source = _verdict_of(_codec().full.decode(_spill_file(path)[offset : offset + size]))
+        return self.source
+
+    def light(self) -> tuple[Any, ...]:
+        """As a helper writes it (its verdict's place in the spill file aside)."""
+        return (
+            self.event_id,
+            self.time,
+            self.who,
+            self.key,
+            self.root,
+            self.event_name,
+            self.environment,
+            self.category,
+            self.decision,
+            self.severity,
+            self.is_agent,
+            self.reason,
+            self.rule_ids,
+        )
+
+
+@lru_cache(maxsize=64)
+def _spill_file(path: str) -> memoryview:
+    """A spill file's bytes, read once while the replay, in time order, wants its verdicts (the files are
+    the trail's, a few minutes each: a few dozen hold any moment's)."""
+    return memoryview(Path(path).read_bytes())
+
+
+def acted_of(verdict: Verdict, keys: dict[tuple[Any, ...], str]) -> Acted:
+    call = verdict.call
+    principal = call.principal
+    return Acted(
+        call.event_id,
+        call.event_time,
+        principal.issuer_arn or principal.arn or principal.display,
+        _key(principal, keys),
+        principal.kind is PrincipalKind.ROOT,
+        call.event_name,
+        verdict.environment,
+        verdict.category,
+        verdict.decision,
+        verdict.severity,
+        verdict.is_agent,
+        verdict.reason,
+        tuple(verdict.rule_ids),
+        verdict,
+    )
+
+
+def _key(principal: Principal, keys: dict[tuple[Any, ...], str]) -> str:
+    """principal_key, remembered by what it reads: an agent's thousands of calls share one key."""
+    read = (principal.kind, principal.name, principal.account, principal.session_name, principal.issuer_arn,
+            principal.arn)  # fmt: skip
+    key = keys.get(read)
+    if key is None:
+        key = keys[read] = principal_key(principal)
+    return key
+
+
 def scan(file: LogFile, settings: Settings, selection: Selection, s3: Any = None) -> FileResult:
     """One file's records parsed, classified and counted. The collector is paused for the file: its
     objects form no cycles, and a file's worth of them scanned again and again cost more than the
@@ -224,6 +312,7 @@ def _scanned(file: LogFile, settings: Settings, selection: Selection, s3: Any) -
         result.unreadable[f"file: {_reason(exc)}"] += 1
         return result
     environment_of = _environments(settings)
+    keys: dict[tuple[Any, ...], str] = {}
     selective = bool(selection.since or selection.until or selection.accounts or selection.regions)
     first = last = None
     for _where, document in documents:
@@ -256,7 +345,7 @@ def _scanned(file: LogFile, settings: Settings, selection: Selection, s3: Any) -
         if verdict.severity is Severity.CRITICAL and not verdict.is_agent:
             result.critical_humans[f"{who}\t{call.event_name}"] += 1
         if needs_the_windows(verdict, settings):
-            result.acted.append(verdict)
+            result.acted.append(acted_of(verdict, keys))
     result.first, result.last = first, last
     return result
 
@@ -281,12 +370,100 @@ def _reason(exc: Exception) -> str:
     return text[:160]
 
 
-def _scan_in_worker(file: LogFile, env: dict[str, str], selection: Selection) -> FileResult:
+def _scan_in_worker(file: LogFile, env: dict[str, str], selection: Selection, spill: str) -> FileResult:
+    """One file scanned by a helper. What the replay reads goes back in a file, not through the pool's
+    pipe: a result of some hundred kilobytes is read from the pipe by a thread of the scanning process,
+    chunk by chunk, each chunk waiting for the interpreter lock, and the helper waits with it (measured: a
+    third of its time idle). Each whole verdict is written apart, read only if the replay needs it."""
     settings = _worker_settings(env)
     s3 = _worker_s3() if file.bucket else None
     result = scan(file, settings, selection, s3)
-    result.calls, result.acted = [_parts_of(v) for v in result.acted], []
+    codec = _codec()
+    lights, verdicts = [], bytearray()
+    for item in result.acted:
+        assert not isinstance(item.source, tuple)
+        try:
+            whole = codec.encoder.encode(_parts_of(item.source))
+        except (OverflowError, TypeError):  # what msgpack cannot hold (an integer beyond 64 bits)
+            whole = codec.encoder.encode(pickle.dumps(_parts_of(item.source)))
+        lights.append((*item.light(), len(verdicts), len(whole)))
+        verdicts += whole
+    Path(spill).write_bytes(verdicts)
+    Path(f"{spill}.light").write_bytes(codec.encoder.encode(lights))
+    result.acted, result.spilled = [], spill
     return result
+
+
+@dataclass(frozen=True)
+class _Codec:
+    encoder: Any
+    light: Any  # untyped: plain values, enums made again by value
+    full: Any  # typed as _parts_of makes them: dataclasses and enums decoded as themselves
+
+
+_CODECS: list[_Codec] = []
+
+
+def _codec() -> _Codec:
+    if not _CODECS:
+        import msgspec
+
+        parts = tuple[
+            ApiCall, Category, Severity, Decision, str, Environment, tuple[str, ...], bool, bool, tuple[str, ...]
+        ]  # fmt: skip
+        _CODECS.append(
+            _Codec(
+                msgspec.msgpack.Encoder(), msgspec.msgpack.Decoder(), msgspec.msgpack.Decoder(parts | bytes)
+            )
+        )
+    return _CODECS[0]
+
+
+def _spilled(path: str) -> list[Acted]:
+    """A helper's spill file read back: the replay's fields now, each verdict when it is wanted."""
+    light = Path(f"{path}.light")
+    rows = _codec().light.decode(light.read_bytes())
+    light.unlink()
+    # Enums made again by value (a dictionary each: their constructors cost more than the rest of a row).
+    environment: dict[str, Environment] = {m.value: m for m in Environment}
+    category: dict[str, Category] = {m.value: m for m in Category}
+    decision: dict[str, Decision] = {m.value: m for m in Decision}
+    severity: dict[str, Severity] = {m.value: m for m in Severity}
+    return [
+        Acted(
+            event_id,
+            time,
+            who,
+            key,
+            root,
+            event_name,
+            environment[env],
+            category[cat],
+            decision[dec],
+            severity[sev],
+            is_agent,
+            reason,
+            tuple(rule_ids),
+            (path, offset, size),
+        )
+        for (
+            event_id,
+            time,
+            who,
+            key,
+            root,
+            event_name,
+            env,
+            cat,
+            dec,
+            sev,
+            is_agent,
+            reason,
+            rule_ids,
+            offset,
+            size,
+        ) in rows
+    ]
 
 
 def _parts_of(verdict: Verdict) -> tuple[Any, ...]:
@@ -305,11 +482,13 @@ def _parts_of(verdict: Verdict) -> tuple[Any, ...]:
     )
 
 
-def _verdict_of(parts: tuple[Any, ...]) -> Verdict:
+def _verdict_of(parts: tuple[Any, ...] | bytes) -> Verdict:
     from guardrail.detect.catalogue import default_catalogue
     from guardrail.detect.verdict import Verdict
 
-    call, category, severity, decision, reason, environment, rule_ids, is_agent, is_protected, notes = parts
+    # bytes: the helper's own pickle, through a file of this run's temporary folder (nobody else's data).
+    fields: tuple[Any, ...] = pickle.loads(parts) if isinstance(parts, bytes) else parts  # noqa: S301
+    call, category, severity, decision, reason, environment, rule_ids, is_agent, is_protected, notes = fields
     rules = tuple(default_catalogue().by_id(r) for r in rule_ids)
     return Verdict(
         call, category, severity, decision, reason, environment, rules, is_agent, is_protected, notes
@@ -408,36 +587,28 @@ class Simulation:
         self._count = 0
         self._by_id: dict[str, Incident] = {}
 
-    def decide(self, verdict: Verdict) -> Decided:
-        call = verdict.call
-        principal = call.principal
-        who = principal.issuer_arn or principal.arn or principal.display
-        decided = self._decide(verdict)
-        self.recent[who].append((call.event_time, call.event_name, decided.status))
+    def decide(self, item: Acted) -> Decided:
+        decided = self._decide(item)
+        self.recent[item.who].append((item.time, item.event_name, decided.status))
         return decided
 
-    def _decide(self, verdict: Verdict) -> Decided:
-        call = verdict.call
+    def _decide(self, item: Acted) -> Decided:
         settings = self.settings
-        policy = settings.policies[verdict.environment]
-        now = call.event_time
-        if call.event_id in self.seen:
-            return self._outcome(verdict, "duplicate")
-        if not needs_the_windows(verdict, settings) and not (verdict.is_agent and not call.is_read):
-            return self._outcome(verdict, "ignored")
-        key = principal_key(call.principal)
-        counts = policy.counts(verdict.category, is_agent=verdict.is_agent)  # tally_of's own test, first
-        if (
-            not counts
-            and verdict.decision is Decision.IGNORE
-            and call.principal.kind is not PrincipalKind.ROOT
-        ):
-            return self._outcome(verdict, "ignored")  # the agent's flight record, and no more
-        self.seen.add(call.event_id)
+        policy = settings.policies[item.environment]
+        now = item.time
+        if item.event_id in self.seen:
+            return self._outcome(item, "duplicate")
+        key = item.key
+        counts = policy.counts(item.category, is_agent=item.is_agent)  # tally_of's own test, first
+        if not counts and item.decision is Decision.IGNORE and not item.root:
+            # the agent's flight record (a write), and no more; nothing else reaches the replay (scan)
+            return self._outcome(item, "ignored")
+        self.seen.add(item.event_id)
         held = self._held(key, now)
         if held is not None:  # held: the windows have nothing left to decide (act.py joins before counting)
             self._joined(held)
-            return self._outcome(verdict, "joined", held.incident)
+            return self._outcome(item, "joined", held.incident)
+        verdict = item.verdict()  # counted, flagged or root: the windows or the planner read all of it
         tally = tally_of(verdict, policy, key) if counts else None
         if tally is not None:
             hits = reached(policy, self._window(key), tally, include_tally=True)
@@ -446,33 +617,33 @@ class Simulation:
                 for hit in hits:
                     self.thresholds_reached[hit.threshold.name] += 1
             self._add(key, tally)
-        if verdict.decision is Decision.CONTAIN or call.principal.kind is PrincipalKind.ROOT:
-            return self._contain(verdict, key, now)
+        if verdict.decision is Decision.CONTAIN or item.root:
+            return self._contain(item, verdict, key, now)
         if verdict.decision is Decision.NOTIFY:
             grouped = report_key(key, verdict)
             held = self._held(grouped, now)
             if held is not None:
                 self._joined(held)
-                return self._outcome(verdict, "joined", held.incident)
+                return self._outcome(item, "joined", held.incident, verdict)
             incident = self._open(verdict, grouped, "reported", now, now + INCIDENT_WINDOW)
-            return self._outcome(verdict, "reported", incident)
-        return self._outcome(verdict, "counted")
+            return self._outcome(item, "reported", incident, verdict)
+        return self._outcome(item, "counted", verdict=verdict)
 
-    def _contain(self, verdict: Verdict, key: str, now: datetime) -> Decided:
+    def _contain(self, item: Acted, verdict: Verdict, key: str, now: datetime) -> Decided:
         account = verdict.call.account
         identity = ResponderIdentity.from_caller_arn(
             account, f"arn:aws:sts::{account}:assumed-role/guardrail-backtest/x"
         )
         plan = plan_containment(verdict, self.settings, identity, reachable=lambda _account: True)
         if plan.blocked is Blocked.REFUSED:
-            return self._outcome(verdict, "refused")
+            return self._outcome(item, "refused", verdict=verdict)
         held_key = plan.key or key
         if plan.blocked is Blocked.NOT_CONTAINABLE:
             incident = self._open(verdict, held_key, "not_containable", now, now + INCIDENT_WINDOW)
-            return self._outcome(verdict, "not_containable", incident)
+            return self._outcome(item, "not_containable", incident, verdict)
         # As if armed, whatever GUARDRAIL_DRY_RUN says: what containment would do is the question.
         incident = self._open(verdict, held_key, "contained", now, None)
-        return self._outcome(verdict, "contained", incident)
+        return self._outcome(item, "contained", incident, verdict)
 
     def _open(self, verdict: Verdict, key: str, status: str, now: datetime, expires: datetime | None) -> str:
         self._count += 1
@@ -532,21 +703,31 @@ class Simulation:
         for minute in [m for m in self.buckets[key] if m <= oldest]:
             del self.buckets[key][minute]
 
-    def _outcome(self, verdict: Verdict, status: str, incident: str | None = None) -> Decided:
-        call = verdict.call
+    def _outcome(
+        self, item: Acted, status: str, incident: str | None = None, verdict: Verdict | None = None
+    ) -> Decided:
+        """The event's outcome; with the verdict the windows made of it (escalated), when they did."""
+        if verdict is None:
+            return Decided(item.event_id, item.time, item.who, status, incident, item.decision, item.severity,
+                           item.rule_ids, (), item.reason, item.event_name)  # fmt: skip
         return Decided(
-            call.event_id,
-            call.event_time,
-            call.principal.issuer_arn or call.principal.arn or call.principal.display,
+            item.event_id,
+            item.time,
+            item.who,
             status,
             incident,
             verdict.decision,  # a StrEnum: its own value, without the enum's property lookup per event
             verdict.severity,
-            tuple(r.id for r in verdict.rules),
+            tuple(verdict.rule_ids),
             tuple(h.describe() for h in verdict.thresholds) if verdict.thresholds else (),
             verdict.reason,
-            call.event_name,
+            item.event_name,
         )
+
+
+def _ranked(counts: Counter[str]) -> list[tuple[str, int]]:
+    """Most first, ties by name: the same trail gives the same report, whatever order files were read in."""
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
 
 
 def _iso(moment: datetime) -> str:
@@ -588,7 +769,7 @@ class Backtest:
 
     def to_dict(self) -> dict[str, Any]:
         humans: dict[str, dict[str, Any]] = {}
-        for line, count in self.critical_humans.most_common():
+        for line, count in _ranked(self.critical_humans):
             who, name = line.split("\t", 1)
             entry = humans.setdefault(who, {"principal": who, "calls": 0, "by_event_name": {}})
             entry["calls"] += count
@@ -603,12 +784,12 @@ class Backtest:
             "would_contain": [i.to_dict() for i in self.contained],
             "would_report": [i.to_dict() for i in self.incidents if i.status == "reported"],
             "not_containable": [i.to_dict() for i in self.incidents if i.status == "not_containable"],
-            "outcomes": dict(self.statuses().most_common()),
-            "agents": [{"principal": p, "events": n} for p, n in self.agents.most_common()],
-            "busiest_rules": [{"rule": r, "events": n} for r, n in self.rules.most_common(20)],
-            "thresholds_reached": dict(self.thresholds.most_common()),
+            "outcomes": dict(_ranked(self.statuses())),
+            "agents": [{"principal": p, "events": n} for p, n in _ranked(self.agents)],
+            "busiest_rules": [{"rule": r, "events": n} for r, n in _ranked(self.rules)[:20]],
+            "thresholds_reached": dict(_ranked(self.thresholds)),
             "critical_non_agents": sorted(humans.values(), key=lambda h: -h["calls"]),
-            "unreadable": [{"reason": r, "records": n} for r, n in self.unreadable.most_common()],
+            "unreadable": [{"reason": r, "records": n} for r, n in _ranked(self.unreadable)],
             "timelines": self.timelines(),
             "settings": self.settings_used,
         }
@@ -617,7 +798,7 @@ class Backtest:
         """Events per minute for the principals worth looking at (those with an incident first, then the
         busiest agents), with their containment and report markers."""
         chosen = list(dict.fromkeys(i.principal for i in self.incidents))
-        chosen += [p for p, _n in self.agents.most_common() if p not in chosen]
+        chosen += [p for p, _n in _ranked(self.agents) if p not in chosen]
         chosen = chosen[:TIMELINE_PRINCIPALS]
         wanted = set(chosen)
         minutes: dict[str, list[list[int]]] = defaultdict(list)
@@ -654,6 +835,7 @@ def run(
     progress: Progress | None = None,
 ) -> Backtest:
     """The backtest of `sources`: files scanned (in `workers` processes), then the windows replayed."""
+    import tempfile
     import time
 
     started = time.perf_counter()
@@ -673,16 +855,23 @@ def run(
     if progress is not None:
         progress.start(len(files))
     result = Backtest(settings_used=_shown_settings(settings, env), files=len(files))
-    if workers <= 1 or len(files) <= 1:
-        parts: Iterable[FileResult] = (
-            scan(f, settings, selection, s3_client() if f.bucket else None) for f in files
-        )
-        acted = _merged(result, parts, progress)
-    else:
-        acted = _scanned_together(files, settings, env, selection, workers, s3_client, result, progress)
-    # The replay is one process's: its order is the trail's, and one agent's events (most of what reaches
-    # it) cannot be split (a replay by principal was measured: no faster when one principal dominates).
-    decisions, incidents, reached_counts = simulate(acted, settings)
+    # The helpers' spill files: read until the replay ends, removed after it.
+    with tempfile.TemporaryDirectory(prefix="guardrail-backtest-") as spills:
+        if workers <= 1 or len(files) <= 1:
+            parts: Iterable[FileResult] = (
+                scan(f, settings, selection, s3_client() if f.bucket else None) for f in files
+            )
+            acted = _merged(result, parts, progress)
+        else:
+            together = Path(spills), workers, s3_client
+            acted = _scanned_together(files, settings, env, selection, together, result, progress)
+        # The replay is one process's: its order is the trail's, and one agent's events (most of what
+        # reaches it) cannot be split (a replay by principal was measured: no faster when one principal
+        # dominates).
+        try:
+            decisions, incidents, reached_counts = simulate(acted, settings)
+        finally:
+            _spill_file.cache_clear()
     result.decisions, result.incidents, result.thresholds = decisions, incidents, reached_counts
     result.seconds = time.perf_counter() - started
     return result
@@ -693,29 +882,31 @@ def _scanned_together(
     settings: Settings,
     env: dict[str, str],
     selection: Selection,
-    workers: int,
-    s3_client: Callable[[], Any],
+    together: tuple[Path, int, Callable[[], Any]],
     result: Backtest,
     progress: Progress | None,
-) -> list[Any]:
+) -> list[Acted]:
     """The files scanned by this process and `workers - 1` spawned helpers, each taking the next file when
-    it is free. This process scans too: a helper's verdicts cost a pickling each way and this process's
+    it is free. This process scans too: a helper's results cost an encoding each way and this process's
     own cost nothing, and a machine with N cores runs N processes best, not N helpers and a waiting one."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    queue = deque(files)
-    acted: list[Any] = []
+    spills, workers, s3_client = together
+    queue = deque(enumerate(files))
+    acted: list[Acted] = []
     # spawn, not fork: boto3 and threads (moto's server, tqdm) do not survive a fork safely.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers - 1, mp_context=context) as pool:
         running: set[Any] = set()
         while queue or running:
-            # Each helper two files ahead, so that none waits while this process scans.
-            while queue and len(running) < 2 * (workers - 1):
-                running.add(pool.submit(_scan_in_worker, queue.popleft(), env, selection))
+            # Each helper a few files ahead, so that none waits while this process scans.
+            while queue and len(running) < AHEAD * (workers - 1):
+                number, file = queue.popleft()
+                spill = str(spills / f"{number}.msgpack")
+                running.add(pool.submit(_scan_in_worker, file, env, selection, spill))
             if queue:
-                file = queue.popleft()
+                _, file = queue.popleft()
                 mine = scan(file, settings, selection, s3_client() if file.bucket else None)
                 acted += _merged(result, [mine], progress)
             else:
@@ -726,20 +917,21 @@ def _scanned_together(
     return acted
 
 
-def _merged(result: Backtest, parts: Iterable[FileResult], progress: Progress | None) -> list[Any]:
-    """The files' counts added to the result; what the windows need (verdicts, or a worker's calls)."""
-    acted: list[Any] = []
-    with collector_paused():  # verdicts made again from a helper's parts, kept: no cycles
+def _merged(result: Backtest, parts: Iterable[FileResult], progress: Progress | None) -> list[Acted]:
+    """The files' counts added to the result; what the windows need."""
+    acted: list[Acted] = []
+    with collector_paused():  # what a helper sent, made again and kept: no cycles
         for part in parts:
             _merge(result, part, acted, progress)
     return acted
 
 
-def _merge(result: Backtest, part: FileResult, acted: list[Any], progress: Progress | None) -> None:
+def _merge(result: Backtest, part: FileResult, acted: list[Acted], progress: Progress | None) -> None:
     result.events += part.events
     result.outside += part.outside
     acted.extend(part.acted)
-    acted.extend(_verdict_of(p) for p in part.calls)
+    if part.spilled is not None:
+        acted.extend(_spilled(part.spilled))
     result.agents.update(part.agents)
     result.rules.update(part.rules)
     result.critical_humans.update(part.critical_humans)
@@ -756,12 +948,15 @@ def _merge(result: Backtest, part: FileResult, acted: list[Any], progress: Progr
 Simulated = tuple[list["Decided"], list["Incident"], Counter[str]]
 
 
-def simulate(verdicts: list[Verdict], settings: Settings) -> Simulated:
+def simulate(acted: list[Acted], settings: Settings) -> Simulated:
     """The windows and incidents replayed in event-time order."""
-    verdicts.sort(key=lambda v: (v.call.event_time, v.call.event_id))
+    # By time, then id: two stable sorts on one key each cost a sixth of one sort on a pair (a tuple's
+    # comparison is Python's slow path), and the replay is the serial part of --workers N.
+    acted.sort(key=lambda a: a.event_id)
+    acted.sort(key=lambda a: a.time)
     simulation = Simulation(settings)
-    with collector_paused():  # a decision per verdict, kept, in no cycle: nothing for the collector
-        decisions = [simulation.decide(v) for v in verdicts]
+    with collector_paused():  # a decision per event, kept, in no cycle: nothing for the collector
+        decisions = [simulation.decide(a) for a in acted]
     return decisions, simulation.incidents, simulation.thresholds_reached
 
 
