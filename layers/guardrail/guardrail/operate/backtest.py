@@ -39,7 +39,7 @@ from guardrail.errors import GuardrailError, InvalidEventError
 from guardrail.model import ApiCall, Category, Decision, Environment, PrincipalKind, Severity
 from guardrail.operate.athena import RESULT_SUFFIXES, is_result, records_of
 from guardrail.operate.logfiles import documents
-from guardrail.respond.act import report_key
+from guardrail.respond.act import finding_report_key, report_key
 from guardrail.respond.containment import Blocked, ResponderIdentity, plan_containment, principal_key
 from guardrail.respond.state.records import INCIDENT_WINDOW
 from guardrail.settings import Settings
@@ -593,8 +593,7 @@ class Simulation:
         return decided
 
     def _decide(self, item: Acted) -> Decided:
-        settings = self.settings
-        policy = settings.policies[item.environment]
+        policy = self.settings.policies[item.environment]
         now = item.time
         if item.event_id in self.seen:
             return self._outcome(item, "duplicate")
@@ -604,10 +603,19 @@ class Simulation:
             # the agent's flight record (a write), and no more; nothing else reaches the replay (scan)
             return self._outcome(item, "ignored")
         self.seen.add(item.event_id)
-        held = self._held(key, now)
-        if held is not None:  # held: the windows have nothing left to decide (act.py joins before counting)
-            self._joined(held)
-            return self._outcome(item, "joined", held.incident)
+        hold = self.holds.get(key)
+        if hold is not None and (hold.expires is None or hold.expires > now):
+            # Held: the windows have nothing left to decide (act.py joins before counting). Most events of
+            # a replay end here (a contained agent's), and the replay is --workers N's serial part: inline.
+            self._by_id[hold.incident].joined += 1
+            return Decided(item.event_id, now, item.who, "joined", hold.incident, item.decision, item.severity,
+                           item.rule_ids, (), item.reason, item.event_name)  # fmt: skip
+        if not counts and item.decision is Decision.NOTIFY and not item.root:
+            # As classified (no window raises it): its report group, if open, is joined without the verdict.
+            held = self._held(finding_report_key(key, item.rule_ids, item.category), now)
+            if held is not None:
+                self._joined(held)
+                return self._outcome(item, "joined", held.incident)
         verdict = item.verdict()  # counted, flagged or root: the windows or the planner read all of it
         tally = tally_of(verdict, policy, key) if counts else None
         if tally is not None:

@@ -22,7 +22,7 @@ from guardrail.detect.verdict import PRINCIPAL_TEXT_LIMIT
 from guardrail.detect.windows import Bucket, Tally, reached, tally_of
 from guardrail.errors import RefusedEventError
 from guardrail.incident import Incident, IncidentStatus, new_incident_id
-from guardrail.model import Decision, PrincipalKind, Severity
+from guardrail.model import Category, Decision, PrincipalKind, Severity
 from guardrail.report.message import incident_message
 from guardrail.respond.check import restore_containment
 from guardrail.respond.containment import (
@@ -50,6 +50,8 @@ from guardrail.respond.state.store import Claim, IncidentMissing, Lookup
 from guardrail.telemetry import logger, metrics
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from guardrail.detect.verdict import Verdict
     from guardrail.environments import ThresholdHit
     from guardrail.respond.runtime import Runtime
@@ -279,7 +281,12 @@ def report_key(key: str, verdict: Verdict | None) -> str:
     """Reports group by principal and finding; every window spike of a principal shares one report."""
     if verdict is None or verdict.thresholds:
         return f"{key}#report#window"
-    finding = verdict.top_rule.id if verdict.top_rule else verdict.category.value
+    return finding_report_key(key, verdict.rule_ids, verdict.category)
+
+
+def finding_report_key(key: str, rule_ids: Sequence[str], category: Category) -> str:
+    """The report group of a finding no window raised: its top rule, or its category when no rule named it."""
+    finding = rule_ids[0] if rule_ids else category.value
     return f"{key}#report#{finding}"
 
 
