@@ -429,41 +429,14 @@ def _spilled(path: str) -> list[Acted]:
     category: dict[str, Category] = {m.value: m for m in Category}
     decision: dict[str, Decision] = {m.value: m for m in Decision}
     severity: dict[str, Severity] = {m.value: m for m in Severity}
+    # A row is light()'s fields, then where the whole verdict lies: (offset, size).
+    # fmt: off
     return [
-        Acted(
-            event_id,
-            time,
-            who,
-            key,
-            root,
-            event_name,
-            environment[env],
-            category[cat],
-            decision[dec],
-            severity[sev],
-            is_agent,
-            reason,
-            tuple(rule_ids),
-            (path, offset, size),
-        )
-        for (
-            event_id,
-            time,
-            who,
-            key,
-            root,
-            event_name,
-            env,
-            cat,
-            dec,
-            sev,
-            is_agent,
-            reason,
-            rule_ids,
-            offset,
-            size,
-        ) in rows
+        Acted(event_id, time, who, key, root, name, environment[env], category[cat], decision[dec],
+              severity[sev], agent, reason, tuple(rules), (path, offset, size))
+        for event_id, time, who, key, root, name, env, cat, dec, sev, agent, reason, rules, offset, size in rows
     ]
+    # fmt: on
 
 
 def _parts_of(verdict: Verdict) -> tuple[Any, ...]:
@@ -603,13 +576,10 @@ class Simulation:
             # the agent's flight record (a write), and no more; nothing else reaches the replay (scan)
             return self._outcome(item, "ignored")
         self.seen.add(item.event_id)
-        hold = self.holds.get(key)
-        if hold is not None and (hold.expires is None or hold.expires > now):
-            # Held: the windows have nothing left to decide (act.py joins before counting). Most events of
-            # a replay end here (a contained agent's), and the replay is --workers N's serial part: inline.
-            self._by_id[hold.incident].joined += 1
-            return Decided(item.event_id, now, item.who, "joined", hold.incident, item.decision, item.severity,
-                           item.rule_ids, (), item.reason, item.event_name)  # fmt: skip
+        held = self._held(key, now)
+        if held is not None:  # held: the windows have nothing left to decide (act.py joins before counting)
+            self._joined(held)
+            return self._outcome(item, "joined", held.incident)
         if not counts and item.decision is Decision.NOTIFY and not item.root:
             # As classified (no window raises it): its report group, if open, is joined without the verdict.
             held = self._held(finding_report_key(key, item.rule_ids, item.category), now)
