@@ -381,11 +381,11 @@ def _scan_in_worker(file: LogFile, env: dict[str, str], selection: Selection, sp
     codec = _codec()
     lights, verdicts = [], bytearray()
     for item in result.acted:
-        assert not isinstance(item.source, tuple)
+        parts = _parts_of(item.verdict())  # the verdict itself, here
         try:
-            whole = codec.encoder.encode(_parts_of(item.source))
+            whole = codec.encoder.encode(parts)
         except (OverflowError, TypeError):  # what msgpack cannot hold (an integer beyond 64 bits)
-            whole = codec.encoder.encode(pickle.dumps(_parts_of(item.source)))
+            whole = codec.encoder.encode(pickle.dumps(parts))
         lights.append((*item.light(), len(verdicts), len(whole)))
         verdicts += whole
     Path(spill).write_bytes(verdicts)
