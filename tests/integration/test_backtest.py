@@ -297,7 +297,7 @@ def test_cli_backtest_writes_the_report_and_json(tmp_path: Path, capsys: pytest.
     assert any("not JSON" in r for r in reasons)
 
 
-def test_workers_decide_exactly_as_one_process(tmp_path: Path) -> None:
+def test_workers_decide_exactly_as_one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Helpers send what the replay reads apart from each verdict, read only when wanted: every outcome,
     incident and count must be the one process's, over every published and sample record (many services,
     principals, roots, Identity Center users, refusals) and a request msgpack cannot hold."""
@@ -321,18 +321,23 @@ def test_workers_decide_exactly_as_one_process(tmp_path: Path) -> None:
     refused = record(DEV, "AIAgentCI", "ci", START, "iam.amazonaws.com", "ListRoles", error="AccessDenied",
                      read_only=True)  # fmt: skip
     records.insert(0, refused)  # counted: one refusal, far below its threshold
+    trail = tmp_path / "trail"
+    trail.mkdir()
     for n in range(0, len(records), 200):
-        path = tmp_path / f"111122223333_CloudTrail_us-east-1_{n:06d}.json.gz"
+        path = trail / f"111122223333_CloudTrail_us-east-1_{n:06d}.json.gz"
         path.write_bytes(gzip.compress(json.dumps({"Records": records[n : n + 200]}).encode()))
     settings, env = load_settings(None, SETTINGS)
+    spills = tmp_path / "tmp"
+    spills.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spills))  # where this run's spill files go
 
-    one, two = (run([str(tmp_path)], settings, env, workers=w) for w in (1, 2))
+    one, two = (run([str(trail)], settings, env, workers=w) for w in (1, 2))
     assert two.decisions == one.decisions
     assert two.incidents == one.incidents
     assert {**two.to_dict(), "seconds": 0} == {**one.to_dict(), "seconds": 0}
     assert {"contained", "reported", "joined", "counted", "not_containable"} <= set(one.statuses())
     assert next(d for d in one.decisions if d.event_id == huge["eventID"]).status in ("contained", "joined")
-    assert not list(Path(tempfile.gettempdir()).glob("guardrail-backtest-*"))  # the spill files removed
+    assert not list(spills.iterdir())  # the spill files removed
 
 
 def test_a_helpers_spill_file_reads_back_as_its_verdicts(tmp_path: Path) -> None:
