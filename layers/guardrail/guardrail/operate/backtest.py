@@ -23,6 +23,7 @@ from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
+from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -380,14 +381,15 @@ def _scan_in_worker(file: LogFile, env: dict[str, str], selection: Selection, sp
     result = scan(file, settings, selection, s3)
     codec = _codec()
     lights, verdicts = [], bytearray()
-    for item in result.acted:
-        parts = _parts_of(item.verdict())  # the verdict itself, here
-        try:
-            whole = codec.encoder.encode(parts)
-        except (OverflowError, TypeError):  # what msgpack cannot hold (an integer beyond 64 bits)
-            whole = codec.encoder.encode(pickle.dumps(parts))
-        lights.append((*item.light(), len(verdicts), len(whole)))
-        verdicts += whole
+    with collector_paused():
+        for item in result.acted:
+            parts = _parts_of(item.verdict())  # the verdict itself, here
+            try:
+                whole = codec.encoder.encode(parts)
+            except (OverflowError, TypeError):  # what msgpack cannot hold (an integer beyond 64 bits)
+                whole = codec.encoder.encode(pickle.dumps(parts))
+            lights.append((*item.light(), len(verdicts), len(whole)))
+            verdicts += whole
     Path(spill).write_bytes(verdicts)
     Path(f"{spill}.light").write_bytes(codec.encoder.encode(lights))
     result.acted, result.spilled = [], spill
@@ -525,7 +527,7 @@ class Incident:
     rules: tuple[str, ...]
     thresholds: tuple[str, ...]
     reason: str
-    before: list[dict[str, str]]
+    before: list[tuple[datetime, str, str]]  # (time, event name, status): shown as text only in to_dict
     joined: int = 0
     is_agent: bool = True
 
@@ -540,7 +542,7 @@ class Incident:
             "rules": list(self.rules),
             "thresholds": list(self.thresholds),
             "reason": self.reason,
-            "before": self.before,
+            "before": [{"time": _iso(t), "event_name": n, "status": st} for t, n, st in self.before],
             "joined": self.joined,
         }
 
@@ -640,7 +642,9 @@ class Simulation:
                 tuple(verdict.rule_ids),
                 tuple(h.describe() for h in verdict.thresholds),
                 verdict.reason,
-                [{"time": _iso(t), "event_name": n, "status": st} for t, n, st in self.recent[who]],
+                # As events, not text: most incidents of a long trail are never shown one by one, and
+                # the replay is the serial part of --workers N.
+                list(self.recent[who]),
                 is_agent=verdict.is_agent,
             )
         )
@@ -930,8 +934,8 @@ def simulate(acted: list[Acted], settings: Settings) -> Simulated:
     """The windows and incidents replayed in event-time order."""
     # By time, then id: two stable sorts on one key each cost a sixth of one sort on a pair (a tuple's
     # comparison is Python's slow path), and the replay is the serial part of --workers N.
-    acted.sort(key=lambda a: a.event_id)
-    acted.sort(key=lambda a: a.time)
+    acted.sort(key=attrgetter("event_id"))
+    acted.sort(key=attrgetter("time"))
     simulation = Simulation(settings)
     with collector_paused():  # a decision per event, kept, in no cycle: nothing for the collector
         decisions = [simulation.decide(a) for a in acted]
