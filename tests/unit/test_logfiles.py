@@ -6,16 +6,20 @@ from __future__ import annotations
 import gzip
 import json
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from guardrail.detect.cloudtrail import call_of, documents_in, text_of
 from guardrail.errors import InvalidEventError
 from guardrail.model import ApiCall
-from guardrail.operate.logfiles import documents
+from guardrail.operate.logfiles import documents, log_file_calls
 from tests.conftest import load_event
 
 ENVELOPE = load_event("rules/s3.bucket-deleted.json")
+START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def _every_record() -> list[Any]:
@@ -102,6 +106,30 @@ def test_log_file_fast_path_reads_every_record_as_parse_event_does() -> None:
     errors = [c for _, c in fast_calls if isinstance(c, str)]
     assert any("neither a type nor the AWS service" in e for e in errors)
     assert any("eventName" in e for e in errors)
+
+
+def test_a_log_files_ascii_bytes_are_read_as_its_text_is_and_anything_else_as_text() -> None:
+    """log_file_calls skips the text copy only where that cannot change a thing: ASCII bytes."""
+    records = _every_record()
+    ascii_file = json.dumps({"Records": records}).encode()  # as CloudTrail writes: non-ASCII escaped
+    from_bytes = log_file_calls("log.json", ascii_file)
+    assert from_bytes is not None
+    from_text = documents("log.json", text_of("log.json", ascii_file))
+
+    def same(calls: list[tuple[str, object]]) -> list[tuple[str, object]]:  # a time read now aside
+        return [(w, replace(c, event_time=START) if isinstance(c, ApiCall) and "eventTime" in c.gaps else c)
+                for w, c in _calls(calls)]  # fmt: skip
+
+    assert same(from_bytes) == same(from_text)
+    # UTF-8 beyond ASCII, a byte-order mark, bytes that are not UTF-8, not a log file: read as text, which
+    # takes the first two and says what is wrong with the third.
+    utf8 = json.dumps({"Records": records}, ensure_ascii=False).encode()
+    for raw in (utf8, b"\xef\xbb\xbf" + ascii_file, b'{"Records": [{"eventID": "\xff"}]}', b"[]"):
+        assert log_file_calls("log.json", raw) is None
+    assert same(documents("log.json", text_of("log.json", utf8))) == same(from_text)
+    assert same(documents("log.json", text_of("log.json", b"\xef\xbb\xbf" + ascii_file))) == same(from_text)
+    with pytest.raises(InvalidEventError, match="not UTF-8"):
+        text_of("log.json", b'{"Records": [{"eventID": "\xff"}]}')
 
 
 def test_a_file_the_fast_path_cannot_decode_is_read_the_slow_way() -> None:

@@ -639,11 +639,21 @@ def documents_in(name: str, raw: bytes, *, parse: bool = False) -> Iterator[tupl
 
 def text_of(name: str, raw: bytes) -> str:
     """A file's bytes as text, gunzipped if they are gzip (InvalidEventError if they are not readable)."""
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
-            raise InvalidEventError(f"{name}: not a readable gzip file ({exc})") from None
+    return decoded(name, gunzipped(name, raw))
+
+
+def gunzipped(name: str, raw: bytes) -> bytes:
+    """A file's bytes, gunzipped if they are gzip (InvalidEventError if they are not readable)."""
+    if raw[:2] != b"\x1f\x8b":
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError) as exc:
+        raise InvalidEventError(f"{name}: not a readable gzip file ({exc})") from None
+
+
+def decoded(name: str, raw: bytes) -> str:
+    """A file's (gunzipped) bytes as text (InvalidEventError if they are not UTF-8)."""
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

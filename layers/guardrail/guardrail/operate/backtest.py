@@ -32,14 +32,15 @@ from guardrail.detect.cloudtrail import (
     EVENT_FILE_SUFFIXES,
     call_of,
     collector_paused,
+    decoded,
     event_files,
-    text_of,
+    gunzipped,
 )
 from guardrail.detect.windows import Bucket, reached, tally_of
 from guardrail.errors import GuardrailError, InvalidEventError
 from guardrail.model import ApiCall, Category, Decision, Environment, PrincipalKind, Severity
 from guardrail.operate.athena import RESULT_SUFFIXES, is_result, records_of
-from guardrail.operate.logfiles import documents
+from guardrail.operate.logfiles import documents, log_file_calls
 from guardrail.respond.act import finding_report_key, report_key
 from guardrail.respond.containment import Blocked, ResponderIdentity, plan_containment, principal_key
 from guardrail.respond.state.records import INCIDENT_WINDOW
@@ -353,7 +354,12 @@ def _scanned(file: LogFile, settings: Settings, selection: Selection, s3: Any) -
 
 def _documents(name: str, raw: bytes) -> list[tuple[str, object]]:
     """A log file's records, or the rows of a query result of `--athena-sql` as records."""
-    text = text_of(name, raw)
+    plain = gunzipped(name, raw)
+    if not name.endswith(RESULT_SUFFIXES):
+        calls = log_file_calls(name, plain)
+        if calls is not None:
+            return calls
+    text = decoded(name, plain)
     if is_result(name, text):
         return list(records_of(name, text))
     return documents(name, text)
