@@ -176,3 +176,11 @@ def test_log_file_whose_records_are_not_a_list(tmp_path: Path) -> None:
     [(where, document)] = list(read_documents(path))
     assert isinstance(document, InvalidEventError)
     assert "Records is int, expected a list" in str(document)
+
+
+def test_resources_are_read_whether_arn_is_written_upper_or_lower_case() -> None:
+    record = ENVELOPE["detail"]
+    bucket, key = "arn:aws:s3:::orders-archive", "arn:aws:kms:us-east-1:111122223333:key/k"
+    resources = [{"ARN": bucket, "type": "AWS::S3::Bucket"}, {"arn": key, "accountId": "111122223333"},
+                 {"arn": 7}, "junk", {"type": "AWS::S3::Object"}]  # fmt: skip
+    assert parse_event({**record, "resources": resources}).resources == (bucket, key)

@@ -399,9 +399,10 @@ def api_call_of(
 
 
 def _resource_arns(resources: list[Any]) -> tuple[str, ...]:
-    return tuple(
-        r["ARN"][:2048] for r in resources[:20] if isinstance(r, dict) and isinstance(r.get("ARN"), str)
-    )
+    # "ARN" as CloudTrail writes it; "arn" as some tools that store and forward records write it
+    # (panther-analysis's samples: a third of theirs with resources).
+    found = (r.get("ARN", r.get("arn")) for r in resources[:20] if isinstance(r, dict))
+    return tuple(arn[:2048] for arn in found if isinstance(arn, str))
 
 
 def _response_of(response: ResponseElements) -> dict[str, object] | None:
