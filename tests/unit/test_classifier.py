@@ -235,3 +235,14 @@ def test_every_sample_event_parses() -> None:
         call = parse_event(event)
         # the record's own id, or (where CloudTrail left it out) the envelope's
         assert call.event_id == event["detail"].get("eventID", event["id"]), path
+
+
+def test_quiet_is_what_no_rule_flags_no_window_counts_and_root_did_not_make() -> None:
+    """Verdict.is_quiet: the one test by which the handler stops and the backtest only counts."""
+    assert verdict_of("benign/s3-list-buckets.json").is_quiet(Settings.from_env({}))
+    # Ignored as classified, yet the access-denied window counts it: not quiet (the probe of its fence).
+    denied = verdict_of("access-denied/iam-list-roles-denied.json")
+    assert denied.decision is Decision.IGNORE
+    assert not denied.is_quiet(Settings.from_env({}))
+    assert not verdict_of("principals/root-console-login.json").is_quiet(Settings.from_env({}))
+    assert not verdict_of("rules/dynamodb.table-deleted.json").is_quiet(Settings.from_env({}))

@@ -5,10 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from guardrail.model import Decision, PrincipalKind
+
 if TYPE_CHECKING:
     from guardrail.detect.catalogue import Rule
     from guardrail.environments import ThresholdHit
-    from guardrail.model import ApiCall, Category, Decision, Environment, Severity
+    from guardrail.model import ApiCall, Category, Environment, Severity
+    from guardrail.settings import Settings
 
 
 PRINCIPAL_TEXT_LIMIT = 2048  # a principal's ARN as kept; IAM's own are far shorter
@@ -38,6 +41,17 @@ class Verdict:
     @property
     def top_rule(self) -> Rule | None:
         return self.rules[0] if self.rules else None
+
+    def is_quiet(self, settings: Settings) -> bool:
+        """No rule flags the call, no window of its environment counts it, and root did not make it: the
+        responder logs it and does nothing more (handler.respond, which also keeps a watched agent's
+        change in its flight record), and a backtest only counts it. One test for both, so that the
+        backtest replays exactly the events the live responder acts on."""
+        return (
+            self.decision is Decision.IGNORE
+            and self.call.principal.kind is not PrincipalKind.ROOT
+            and not settings.policies[self.environment].counts(self.category, is_agent=self.is_agent)
+        )
 
     def summary(self) -> dict[str, object]:
         """The classification as the CLI and the handler report it (one JSON object per event)."""

@@ -207,15 +207,6 @@ class FileResult:
     last: datetime | None = None
 
 
-def needs_the_windows(verdict: Verdict, settings: Settings) -> bool:
-    """handler.respond's test: an event that no rule flags, no window counts and no containment can be
-    joined by makes no AWS call in the live responder; here it only counts."""
-    if verdict.decision is not Decision.IGNORE or verdict.call.principal.kind is PrincipalKind.ROOT:
-        return True
-    policy = settings.policies[verdict.environment]
-    return policy.counts(verdict.category, is_agent=verdict.is_agent)
-
-
 class Acted(msgspec.Struct, array_like=True):
     """What the replay reads of a verdict the windows must see. Most of them (a contained agent's later
     calls) only join a hold, so the whole verdict is read (`verdict()`) only when the windows count it or
@@ -352,7 +343,7 @@ def _scanned(file: LogFile, settings: Settings, selection: Selection, s3: Any) -
             result.rules[rule.id] += 1
         if verdict.severity is Severity.CRITICAL and not verdict.is_agent:
             result.critical_humans[f"{who}\t{call.event_name}"] += 1
-        if needs_the_windows(verdict, settings):
+        if not verdict.is_quiet(settings):  # what the live responder acts on (an agent's flight record aside)
             result.acted.append(acted_of(verdict, keys))
     result.first, result.last = first, last
     return result

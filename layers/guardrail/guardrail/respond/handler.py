@@ -15,7 +15,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from guardrail.detect.classifier import classify
 from guardrail.detect.cloudtrail import forgery, parse_event
 from guardrail.errors import InvalidEventError, RefusedEventError
-from guardrail.model import Decision, PrincipalKind
+from guardrail.model import Decision
 from guardrail.respond.outcome import Outcome, quarantine
 from guardrail.telemetry import logger, metrics
 
@@ -44,11 +44,8 @@ def respond(verdict: Verdict, rt: Runtime, started: float, event: object = None)
     never loads the code that acts."""
     _observe(verdict)
     call = verdict.call
-    if (
-        verdict.decision is Decision.IGNORE
-        and not (verdict.is_agent and not call.is_read)  # an agent's change goes into its flight record
-        and call.principal.kind is not PrincipalKind.ROOT
-        and not rt.settings.policies[verdict.environment].counts(verdict.category, is_agent=verdict.is_agent)
+    if verdict.is_quiet(rt.settings) and not (
+        verdict.is_agent and not call.is_read  # an agent's change goes into its flight record
     ):
         return Outcome(status="ignored", verdict=verdict)
     from guardrail.respond.act import act
