@@ -276,15 +276,11 @@ def _classify_file(path: Path, settings: Settings, out: TextIO, err: TextIO) -> 
     from msgspec.json import encode
 
     from guardrail.detect.classifier import classify
-    from guardrail.detect.cloudtrail import call_of, decoded, gunzipped
-    from guardrail.operate.logfiles import documents as documents_of
-    from guardrail.operate.logfiles import log_file_calls
+    from guardrail.detect.cloudtrail import call_of
+    from guardrail.operate.logfiles import file_documents
 
     try:
-        plain = gunzipped(str(path), path.read_bytes())
-        documents = log_file_calls(str(path), plain)
-        if documents is None:
-            documents = documents_of(str(path), decoded(str(path), plain))
+        documents = file_documents(str(path), path.read_bytes())
     except (OSError, InvalidEventError) as exc:
         print(f"guardrail: {path}: {exc}", file=err)
         return 1

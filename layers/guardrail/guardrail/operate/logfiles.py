@@ -29,13 +29,15 @@ from guardrail.detect.cloudtrail import (
     CloudTrailRecord,
     api_call_of,
     collector_paused,
+    decoded,
     documents_of,
+    gunzipped,
     kind_of_event_type,
 )
 from guardrail.errors import InvalidEventError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 
 def _struct_of(model: type[BaseModel], structs: dict[type[BaseModel], Any], **extra: Any) -> Any:
@@ -127,6 +129,17 @@ def documents(name: str, text: str) -> list[tuple[str, object]]:
     `cloudtrail.documents_of(parse=True)` reads it."""
     calls = _log_file_calls(name, text)
     return calls if calls is not None else list(documents_of(name, text, parse=True))
+
+
+def file_documents(
+    name: str, raw: bytes, as_text: Callable[[str, str], list[tuple[str, object]]] = documents
+) -> list[tuple[str, object]]:
+    """documents() of a file's bytes (gunzipped if gzip): a CloudTrail log file's ASCII bytes on the fast
+    path as they are, anything else as text, read by `as_text` (InvalidEventError if the file is not
+    readable)."""
+    plain = gunzipped(name, raw)
+    calls = log_file_calls(name, plain)
+    return calls if calls is not None else as_text(name, decoded(name, plain))
 
 
 def log_file_calls(name: str, plain: bytes) -> list[tuple[str, object]] | None:
