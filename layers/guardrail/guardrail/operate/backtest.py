@@ -34,15 +34,14 @@ from guardrail.detect.cloudtrail import (
     EVENT_FILE_SUFFIXES,
     call_of,
     collector_paused,
-    decoded,
     event_files,
-    gunzipped,
+    text_of,
 )
 from guardrail.detect.windows import Bucket, reached, tally_of
 from guardrail.errors import GuardrailError, InvalidEventError
 from guardrail.model import ApiCall, Category, Decision, Environment, PrincipalKind, Severity
 from guardrail.operate.athena import RESULT_SUFFIXES, is_result, records_of
-from guardrail.operate.logfiles import documents, log_file_calls
+from guardrail.operate.logfiles import documents, file_documents
 from guardrail.respond.act import finding_report_key, report_key
 from guardrail.respond.containment import Blocked, ResponderIdentity, plan_containment, principal_key
 from guardrail.respond.state.records import INCIDENT_WINDOW
@@ -238,24 +237,6 @@ class Acted(msgspec.Struct, array_like=True):
         verdict: Verdict = self.source
         return verdict
 
-    def light(self) -> tuple[Any, ...]:
-        """As a helper writes it (its verdict's place in the spill file aside)."""
-        return (
-            self.event_id,
-            self.time,
-            self.who,
-            self.key,
-            self.root,
-            self.event_name,
-            self.environment,
-            self.category,
-            self.decision,
-            self.severity,
-            self.is_agent,
-            self.reason,
-            self.rule_ids,
-        )
-
 
 @lru_cache(maxsize=64)
 def _spill_file(path: str) -> memoryview:
@@ -351,15 +332,13 @@ def _scanned(file: LogFile, settings: Settings, selection: Selection, s3: Any) -
 
 def _documents(name: str, raw: bytes) -> list[tuple[str, object]]:
     """A log file's records, or the rows of a query result of `--athena-sql` as records."""
-    plain = gunzipped(name, raw)
-    if not name.endswith(RESULT_SUFFIXES):
-        calls = log_file_calls(name, plain)
-        if calls is not None:
-            return calls
-    text = decoded(name, plain)
-    if is_result(name, text):
-        return list(records_of(name, text))
-    return documents(name, text)
+    if name.endswith(RESULT_SUFFIXES):
+        return _text_documents(name, text_of(name, raw))
+    return file_documents(name, raw, _text_documents)
+
+
+def _text_documents(name: str, text: str) -> list[tuple[str, object]]:
+    return list(records_of(name, text)) if is_result(name, text) else documents(name, text)
 
 
 def _environments(settings: Settings) -> Callable[[str], Any]:
@@ -568,7 +547,8 @@ class Simulation:
         key = item.key
         counts = policy.counts(item.category, is_agent=item.is_agent)  # tally_of's own test, first
         if not counts and item.decision is Decision.IGNORE and not item.root:
-            # the agent's flight record (a write), and no more; nothing else reaches the replay (scan)
+            # Verdict.is_quiet, read from the row: scan hands the replay none of these; the live
+            # responder logs such an event (and keeps an agent's change in its flight record), no more.
             return self._outcome(item, "ignored")
         self.seen.add(item.event_id)
         held = self._held(key, now)
