@@ -37,7 +37,7 @@ from guardrail.detect.cloudtrail import (
 from guardrail.errors import InvalidEventError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
 
 def _struct_of(model: type[BaseModel], structs: dict[type[BaseModel], Any], **extra: Any) -> Any:
@@ -127,8 +127,8 @@ def documents(name: str, text: str) -> list[tuple[str, object]]:
     """(location, ApiCall, decoded JSON for parse_event, or the InvalidEventError it stands for) for every
     document of a file: a CloudTrail log file's records on the fast path, anything else as
     `cloudtrail.documents_of(parse=True)` reads it."""
-    calls = _log_file_calls(name, text)
-    return calls if calls is not None else list(documents_of(name, text, parse=True))
+    read = _log_file_records(name, text)
+    return read[0] if read is not None else list(documents_of(name, text, parse=True))
 
 
 def file_documents(
@@ -137,22 +137,39 @@ def file_documents(
     """documents() of a file's bytes (gunzipped if gzip): a CloudTrail log file's ASCII bytes on the fast
     path as they are, anything else as text, read by `as_text` (InvalidEventError if the file is not
     readable)."""
+    return file_records(name, raw, as_text)[0]
+
+
+def file_records(
+    name: str, raw: bytes, as_text: Callable[[str, str], list[tuple[str, object]]] = documents
+) -> tuple[list[tuple[str, object]], list[msgspec.Raw] | None]:
+    """file_documents, with each record's own JSON, index for index, when the file took the fast path
+    (None otherwise): `record_document` reads one of them again as the file's reading did. A backtest
+    keeps these few hundred bytes of a record it may need again, not the objects parsed from them."""
     plain = gunzipped(name, raw)
-    calls = log_file_calls(name, plain)
-    return calls if calls is not None else as_text(name, decoded(name, plain))
+    read = log_file_records(name, plain)
+    return read if read is not None else (as_text(name, decoded(name, plain)), None)
 
 
 def log_file_calls(name: str, plain: bytes) -> list[tuple[str, object]] | None:
-    """documents() of a CloudTrail log file straight from its (gunzipped) bytes, when they are ASCII:
-    no text copy of a file's megabytes (measured: 23.9 -> 23.5 ms of a 2,000-record file's parse, and
-    2.4 MB less memory per file). None: read the file as text (text_of, documents), which says what is
-    wrong if it is not UTF-8; ASCII is UTF-8, so either way gives the same documents."""
+    """documents() of a CloudTrail log file straight from its (gunzipped) bytes, when they are ASCII."""
+    read = log_file_records(name, plain)
+    return read[0] if read is not None else None
+
+
+def log_file_records(name: str, plain: bytes) -> tuple[list[tuple[str, object]], list[msgspec.Raw]] | None:
+    """log_file_calls with the records' own JSON. Straight from the bytes, when they are ASCII: no text
+    copy of a file's megabytes (measured: 23.9 -> 23.5 ms of a 2,000-record file's parse, and 2.4 MB less
+    memory per file). None: read the file as text (text_of, documents), which says what is wrong if it is
+    not UTF-8; ASCII is UTF-8, so either way gives the same documents."""
     if not plain.isascii() or not _LOG_FILE_START_BYTES.match(plain):
         return None
-    return _log_file_calls(name, plain)
+    return _log_file_records(name, plain)
 
 
-def _log_file_calls(name: str, text: str | bytes) -> list[tuple[str, object]] | None:
+def _log_file_records(
+    name: str, text: str | bytes
+) -> tuple[list[tuple[str, object]], list[msgspec.Raw]] | None:
     if isinstance(text, str) and not _LOG_FILE_START.match(text):
         return None
     with collector_paused():
@@ -160,29 +177,30 @@ def _log_file_calls(name: str, text: str | bytes) -> list[tuple[str, object]] | 
             log = _LOG_FILE.decode(text)
         except (msgspec.DecodeError, RecursionError):
             return None  # not JSON msgspec reads whole: the slow path says what is wrong, where
-        return list(_calls(name, log.Records))
+        records = log.Records
+        return [
+            (where := f"{name}#Records[{i}]", record_document(where, raw)) for i, raw in enumerate(records)
+        ], records
 
 
-def _calls(name: str, records: list[msgspec.Raw]) -> Iterator[tuple[str, object]]:
-    for index, raw in enumerate(records):
-        where = f"{name}#Records[{index}]"
-        try:
-            record = _RECORD.decode(raw)
-        except (msgspec.DecodeError, RecursionError):
-            yield where, _decoded(raw)
-            continue
-        if record.detail is not msgspec.UNSET or record.detail_type is not msgspec.UNSET:
-            yield where, _decoded(raw)
-            continue
-        kind = kind_of_event_type(record.event_type)
-        try:
-            # The struct has the model's attributes, by construction: api_call_of reads it as the model.
-            yield where, api_call_of(cast("CloudTrailRecord", record), None, kind)
-        except InvalidEventError as exc:
-            yield where, exc
+def record_document(where: str, raw: msgspec.Raw | bytes | memoryview) -> object:
+    """One record of a log file, as documents() gives it: its ApiCall, the decoded JSON msgspec did not
+    take (for parse_event, which says what is wrong), or the InvalidEventError it stands for."""
+    try:
+        record = _RECORD.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        return _decoded(raw)
+    if record.detail is not msgspec.UNSET or record.detail_type is not msgspec.UNSET:
+        return _decoded(raw)
+    kind = kind_of_event_type(record.event_type)
+    try:
+        # The struct has the model's attributes, by construction: api_call_of reads it as the model.
+        return api_call_of(cast("CloudTrailRecord", record), None, kind)
+    except InvalidEventError as exc:
+        return exc
 
 
-def _decoded(raw: msgspec.Raw) -> object:
+def _decoded(raw: msgspec.Raw | bytes | memoryview) -> object:
     """A record msgspec does not take, as json.loads reads it, for parse_event (which says what is wrong)."""
     try:
         return json.loads(bytes(raw))
