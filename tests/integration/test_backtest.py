@@ -342,27 +342,59 @@ def test_workers_decide_exactly_as_one_process(tmp_path: Path, monkeypatch: pyte
 
 
 def test_a_helpers_spill_file_reads_back_as_its_verdicts(tmp_path: Path) -> None:
-    """What a helper writes, read back: the replay's fields at once, each whole verdict (one through
-    pickle: an integer msgpack cannot hold) equal to the one the helper made."""
-    from guardrail.operate.backtest import LogFile, _scan_in_worker, _spilled, scan
+    """What a helper writes, read back: the replay's fields at once, each whole verdict equal to the one
+    the scan made, whether it was spilled as the record's own JSON (a log file) or as the verdict itself
+    (a file of JSON lines; one through pickle: an integer msgpack cannot hold)."""
+    from guardrail.operate.backtest import RECORD, VERDICT, LogFile, _scan_in_worker, _spilled, scan
 
     huge = record(PROD, "AIAgentRole", "agent", START, "dynamodb.amazonaws.com", "DeleteTable",
                   {"tableName": "orders", "limit": 2**70})  # fmt: skip
     plain = record(PROD, "AIAgentRole", "agent", START + timedelta(seconds=1), "s3.amazonaws.com",
                    "DeleteBucket", {"bucketName": "reports"})  # fmt: skip
-    path = tmp_path / "111122223333_CloudTrail_us-east-1_x.json.gz"
-    path.write_bytes(gzip.compress(json.dumps({"Records": [huge, plain]}).encode()))
-    file, env = LogFile(str(path)), {**SETTINGS}
+    log = tmp_path / "111122223333_CloudTrail_us-east-1_x.json.gz"
+    log.write_bytes(gzip.compress(json.dumps({"Records": [huge, plain]}).encode()))
+    lines = tmp_path / "records.jsonl"
+    lines.write_text("".join(json.dumps(r) + "\n" for r in (huge, plain)))
+    env = {**SETTINGS}
     settings, _ = load_settings(None, env)
-    mine = scan(file, settings, Selection())
-    sent = _scan_in_worker(file, env, Selection(), str(tmp_path / "0.msgpack"))
-    assert sent.acted == []
-    assert sent.spilled is not None
-    read = _spilled(sent.spilled)
-    # The replay's fields equal (the last, where the verdict is, differs by design).
-    assert [msgspec.structs.astuple(a)[:-1] for a in read] == [
-        msgspec.structs.astuple(a)[:-1] for a in mine.acted
-    ]
-    assert all(isinstance(a.source, tuple) for a in read)  # not decoded until asked
-    assert [a.verdict() for a in read] == [a.verdict() for a in mine.acted]
-    assert read[0].verdict().call.request["limit"] == 2**70
+    for number, (path, kind) in enumerate(((log, RECORD), (lines, VERDICT))):
+        file = LogFile(str(path))
+        mine = scan(file, settings, Selection())
+        sent = _scan_in_worker(file, env, Selection(), str(tmp_path / f"{number}.msgpack"))
+        assert sent.acted == []
+        assert sent.spilled is not None
+        read = _spilled(sent.spilled)
+        # The replay's fields equal (the last, where the verdict is, differs by design).
+        assert [msgspec.structs.astuple(a)[:-1] for a in read] == [
+            msgspec.structs.astuple(a)[:-1] for a in mine.acted
+        ]
+        assert [a.source[-1] for a in read] == [kind, kind]  # not decoded until asked
+        assert [a.verdict(settings) for a in read] == [a.verdict(settings) for a in mine.acted]
+        assert read[0].verdict(settings).call.request["limit"] == 2**70
+
+
+def test_this_process_spills_a_log_files_records_and_keeps_other_verdicts(tmp_path: Path) -> None:
+    """The scanning process keeps a log file's records as their JSON in its own spill file (not a quarter
+    of a million parsed objects to hold and free), read again into the same verdict; a verdict no JSON
+    stands for (a file of JSON lines) it keeps as it is."""
+    from guardrail.operate.backtest import RECORD, LogFile, Spill, scan
+
+    agent = record(PROD, "AIAgentRole", "agent", START, "dynamodb.amazonaws.com", "DeleteTable",
+                   {"tableName": "orders"})  # fmt: skip
+    log = tmp_path / "111122223333_CloudTrail_us-east-1_x.json.gz"
+    log.write_bytes(gzip.compress(json.dumps({"Records": [agent]}).encode()))
+    lines = tmp_path / "records.jsonl"
+    lines.write_text(json.dumps(agent) + "\n")
+    settings, _ = load_settings(None, {**SETTINGS})
+    whole = scan(LogFile(str(log)), settings, Selection()).acted[0].verdict(settings)
+
+    spill = tmp_path / "0.here"
+    [kept] = scan(LogFile(str(log)), settings, Selection(), spill=Spill(str(spill))).acted
+    assert kept.source == (str(spill), 0, spill.stat().st_size, RECORD)
+    assert json.loads(spill.read_bytes()) == agent  # the record as the trail wrote it
+    assert kept.verdict(settings) == whole
+
+    other = tmp_path / "1.here"
+    [held] = scan(LogFile(str(lines)), settings, Selection(), spill=Spill(str(other))).acted
+    assert held.source == whole
+    assert not other.exists()  # nothing to spill: no file

@@ -41,7 +41,7 @@ from guardrail.detect.windows import Bucket, reached, tally_of
 from guardrail.errors import GuardrailError, InvalidEventError
 from guardrail.model import ApiCall, Category, Decision, Environment, PrincipalKind, Severity
 from guardrail.operate.athena import RESULT_SUFFIXES, is_result, records_of
-from guardrail.operate.logfiles import documents, file_documents
+from guardrail.operate.logfiles import documents, file_records, record_document
 from guardrail.respond.act import finding_report_key, report_key
 from guardrail.respond.containment import Blocked, ResponderIdentity, plan_containment, principal_key
 from guardrail.respond.state.records import INCIDENT_WINDOW
@@ -206,12 +206,14 @@ class FileResult:
     last: datetime | None = None
 
 
-class Acted(msgspec.Struct, array_like=True):
+class Acted(msgspec.Struct, array_like=True, gc=False):
     """What the replay reads of a verdict the windows must see. Most of them (a contained agent's later
     calls) only join a hold, so the whole verdict is read (`verdict()`) only when the windows count it or
-    it opens an incident: from a helper, the verdict is then decoded from its spill file, and only then.
-    A msgspec struct: a helper's spill file decodes straight into these, enums and all, in C (a third of
-    making them one by one in Python, in the process that merges --workers' results)."""
+    it opens an incident: under a thousand of the 254,091 that reach the replay of the benchmark's mixed
+    million. Until then the record waits as its own JSON in a spill file, not as the objects parsed from
+    it (their memory, and the time to free a quarter of a million of them at the end, serial). A msgspec
+    struct: a helper's rows decode straight into these, enums and all, in C; never in a cycle, so never
+    tracked by the collector."""
 
     event_id: str
     time: datetime
@@ -226,16 +228,60 @@ class Acted(msgspec.Struct, array_like=True):
     is_agent: bool
     reason: str
     rule_ids: tuple[str, ...]
-    # The verdict itself, or where a helper spilled it: (spill file, offset, size); in the spill file's
-    # rows, (offset, size).
+    # The verdict itself, or where it was spilled: (spill file, offset, size, RECORD or VERDICT); in a
+    # helper's rows, (offset, size, kind).
     source: Any
 
-    def verdict(self) -> Verdict:
+    def verdict(self, settings: Settings) -> Verdict:
         if isinstance(self.source, tuple):
-            path, offset, size = self.source
-            self.source = _verdict_of(_codec().full.decode(_spill_file(path)[offset : offset + size]))
+            path, offset, size, kind = self.source
+            data = _spill_file(path)[offset : offset + size]
+            if kind == RECORD:
+                # Read and classified again as the scan did: the same record gives the same verdict.
+                call = call_of(record_document(f"{path}@{offset}", data))
+                self.source = classify(call, settings, environment_of=_environments(settings))
+            else:
+                self.source = _verdict_of(_codec().full.decode(data))
         verdict: Verdict = self.source
         return verdict
+
+
+# How a spill file holds a verdict: the record's own JSON (a CloudTrail log file's) or the verdict itself.
+RECORD, VERDICT = 0, 1
+
+
+class Spill:
+    """Where a scan puts what the replay may read again of the records it keeps: a record's own JSON, a
+    copy of a few hundred bytes, when the file gave it (a log file); else the verdict itself, which a
+    helper, unable to send the object, encodes (msgpack, or pickle for what msgpack cannot hold).
+
+    `path`: the spill file; None for a helper's, which the helper writes and whose rows the merging
+    process gives the path (`_spilled`)."""
+
+    def __init__(self, path: str | None) -> None:
+        self.data = bytearray()
+        self.path = path
+
+    def keep(self, raw: msgspec.Raw | None, verdict: Verdict) -> Any:
+        offset = len(self.data)
+        if raw is not None:
+            self.data += raw
+            kind = RECORD
+        elif self.path is None:
+            parts = _parts_of(verdict)
+            try:
+                self.data += _codec().encoder.encode(parts)
+            except (OverflowError, TypeError):  # what msgpack cannot hold (an integer beyond 64 bits)
+                self.data += _codec().encoder.encode(pickle.dumps(parts))
+            kind = VERDICT
+        else:
+            return verdict
+        where = (offset, len(self.data) - offset, kind)
+        return where if self.path is None else (self.path, *where)
+
+    def write(self) -> None:
+        if self.data and self.path is not None:
+            Path(self.path).write_bytes(self.data)
 
 
 @lru_cache(maxsize=64)
@@ -245,7 +291,7 @@ def _spill_file(path: str) -> memoryview:
     return memoryview(Path(path).read_bytes())
 
 
-def acted_of(verdict: Verdict, keys: dict[tuple[Any, ...], str]) -> Acted:
+def acted_of(verdict: Verdict, keys: dict[tuple[Any, ...], str], source: Any = None) -> Acted:
     call = verdict.call
     principal = call.principal
     return Acted(
@@ -262,7 +308,7 @@ def acted_of(verdict: Verdict, keys: dict[tuple[Any, ...], str]) -> Acted:
         verdict.is_agent,
         verdict.reason,
         tuple(verdict.rule_ids),
-        verdict,
+        verdict if source is None else source,
     )
 
 
@@ -276,18 +322,26 @@ def _key(principal: Principal, keys: dict[tuple[Any, ...], str]) -> str:
     return key
 
 
-def scan(file: LogFile, settings: Settings, selection: Selection, s3: Any = None) -> FileResult:
-    """One file's records parsed, classified and counted. The collector is paused for the file: its
-    objects form no cycles, and a file's worth of them scanned again and again cost more than the
-    classification (benchmarks/backtest_throughput.py)."""
+def scan(
+    file: LogFile, settings: Settings, selection: Selection, s3: Any = None, spill: Spill | None = None
+) -> FileResult:
+    """One file's records parsed, classified and counted; with `spill`, what the replay may read again of
+    the records it keeps goes there (see Acted), else each keeps its verdict. The collector is paused for
+    the file: its objects form no cycles, and a file's worth of them scanned again and again cost more
+    than the classification (benchmarks/backtest_throughput.py)."""
     with collector_paused():
-        return _scanned(file, settings, selection, s3)
+        result = _scanned(file, settings, selection, s3, spill)
+    if spill is not None:
+        spill.write()
+    return result
 
 
-def _scanned(file: LogFile, settings: Settings, selection: Selection, s3: Any) -> FileResult:
+def _scanned(
+    file: LogFile, settings: Settings, selection: Selection, s3: Any, spill: Spill | None
+) -> FileResult:
     result = FileResult()
     try:
-        documents = _documents(file.name, file.read(s3))
+        documents, raws = _documents(file.name, file.read(s3))
     except (OSError, InvalidEventError) as exc:
         result.unreadable[f"file: {_reason(exc)}"] += 1
         return result
@@ -295,7 +349,7 @@ def _scanned(file: LogFile, settings: Settings, selection: Selection, s3: Any) -
     keys: dict[tuple[Any, ...], str] = {}
     selective = bool(selection.since or selection.until or selection.accounts or selection.regions)
     first = last = None
-    for _where, document in documents:
+    for index, (_where, document) in enumerate(documents):
         try:
             call = call_of(document)
         except InvalidEventError as exc:
@@ -325,16 +379,18 @@ def _scanned(file: LogFile, settings: Settings, selection: Selection, s3: Any) -
         if verdict.severity is Severity.CRITICAL and not verdict.is_agent:
             result.critical_humans[f"{who}\t{call.event_name}"] += 1
         if not verdict.is_quiet(settings):  # what the live responder acts on (an agent's flight record aside)
-            result.acted.append(acted_of(verdict, keys))
+            source = None if spill is None else spill.keep(raws[index] if raws else None, verdict)
+            result.acted.append(acted_of(verdict, keys, source))
     result.first, result.last = first, last
     return result
 
 
-def _documents(name: str, raw: bytes) -> list[tuple[str, object]]:
-    """A log file's records, or the rows of a query result of `--athena-sql` as records."""
+def _documents(name: str, raw: bytes) -> tuple[list[tuple[str, object]], list[msgspec.Raw] | None]:
+    """A log file's records (with their own JSON), or the rows of a query result of `--athena-sql` as
+    records."""
     if name.endswith(RESULT_SUFFIXES):
-        return _text_documents(name, text_of(name, raw))
-    return file_documents(name, raw, _text_documents)
+        return _text_documents(name, text_of(name, raw)), None
+    return file_records(name, raw, _text_documents)
 
 
 def _text_documents(name: str, text: str) -> list[tuple[str, object]]:
@@ -357,23 +413,14 @@ def _scan_in_worker(file: LogFile, env: dict[str, str], selection: Selection, sp
     """One file scanned by a helper. What the replay reads goes back in a file, not through the pool's
     pipe: a result of some hundred kilobytes is read from the pipe by a thread of the scanning process,
     chunk by chunk, each chunk waiting for the interpreter lock, and the helper waits with it (measured: a
-    third of its time idle). Each whole verdict is written apart, read only if the replay needs it."""
+    third of its time idle). Each record kept is spilled apart (its JSON, or its verdict), read only if the
+    replay needs it."""
     settings = _worker_settings(env)
     s3 = _worker_s3() if file.bucket else None
-    result = scan(file, settings, selection, s3)
-    codec = _codec()
-    verdicts = bytearray()
-    with collector_paused():
-        for item in result.acted:
-            parts = _parts_of(item.verdict())  # the verdict itself, here
-            try:
-                whole = codec.encoder.encode(parts)
-            except (OverflowError, TypeError):  # what msgpack cannot hold (an integer beyond 64 bits)
-                whole = codec.encoder.encode(pickle.dumps(parts))
-            item.source = (len(verdicts), len(whole))
-            verdicts += whole
-    Path(spill).write_bytes(verdicts)
-    Path(f"{spill}.light").write_bytes(codec.encoder.encode(result.acted))
+    kept = Spill(None)
+    result = scan(file, settings, selection, s3, kept)
+    Path(spill).write_bytes(kept.data)
+    Path(f"{spill}.light").write_bytes(_codec().encoder.encode(result.acted))
     result.acted, result.spilled = [], spill
     return result
 
@@ -561,7 +608,8 @@ class Simulation:
             if held is not None:
                 self._joined(held)
                 return self._outcome(item, "joined", held.incident)
-        verdict = item.verdict()  # counted, flagged or root: the windows or the planner read all of it
+        # Counted, flagged or root: the windows or the planner read all of it.
+        verdict = item.verdict(self.settings)
         tally = tally_of(verdict, policy, key) if counts else None
         if tally is not None:
             hits = reached(policy, self._window(key), tally, include_tally=True)
@@ -814,7 +862,8 @@ def run(
     with tempfile.TemporaryDirectory(prefix="guardrail-backtest-") as spills:
         if workers <= 1 or len(files) <= 1:
             parts: Iterable[FileResult] = (
-                scan(f, settings, selection, s3_client() if f.bucket else None) for f in files
+                _scanned_here(number, f, settings, selection, Path(spills), s3_client)
+                for number, f in enumerate(files)
             )
             acted = _merged(result, parts, progress)
         else:
@@ -861,8 +910,8 @@ def _scanned_together(
                 spill = str(spills / f"{number}.msgpack")
                 running.add(pool.submit(_scan_in_worker, file, env, selection, spill))
             if queue:
-                _, file = queue.popleft()
-                mine = scan(file, settings, selection, s3_client() if file.bucket else None)
+                number, file = queue.popleft()
+                mine = _scanned_here(number, file, settings, selection, spills, s3_client)
                 acted += _merged(result, [mine], progress)
             else:
                 wait(running, return_when=FIRST_COMPLETED)
@@ -870,6 +919,15 @@ def _scanned_together(
             running -= done
             acted += _merged(result, (future.result() for future in done), progress)
     return acted
+
+
+def _scanned_here(
+    number: int, file: LogFile, settings: Settings, selection: Selection, spills: Path, s3: Callable[[], Any]
+) -> FileResult:
+    """A file scanned by this process, spilling what it keeps as a helper does (see Acted)."""
+    return scan(
+        file, settings, selection, s3() if file.bucket else None, Spill(str(spills / f"{number}.here"))
+    )
 
 
 def _merged(result: Backtest, parts: Iterable[FileResult], progress: Progress | None) -> list[Acted]:
