@@ -15,7 +15,7 @@ import pytest
 from guardrail.detect.cloudtrail import call_of, documents_in, text_of
 from guardrail.errors import InvalidEventError
 from guardrail.model import ApiCall
-from guardrail.operate.logfiles import documents, log_file_calls
+from guardrail.operate.logfiles import documents, log_file_records
 from tests.conftest import load_event
 
 ENVELOPE = load_event("rules/s3.bucket-deleted.json")
@@ -109,11 +109,14 @@ def test_log_file_fast_path_reads_every_record_as_parse_event_does() -> None:
 
 
 def test_a_log_files_ascii_bytes_are_read_as_its_text_is_and_anything_else_as_text() -> None:
-    """log_file_calls skips the text copy only where that cannot change a thing: ASCII bytes."""
+    """log_file_records skips the text copy only where that cannot change a thing: ASCII bytes; and gives
+    each record's own JSON, which the backtest spills and reads again."""
     records = _every_record()
     ascii_file = json.dumps({"Records": records}).encode()  # as CloudTrail writes: non-ASCII escaped
-    from_bytes = log_file_calls("log.json", ascii_file)
-    assert from_bytes is not None
+    read = log_file_records("log.json", ascii_file)
+    assert read is not None
+    from_bytes, raws = read
+    assert [json.loads(bytes(raw)) for raw in raws] == records
     from_text = documents("log.json", text_of("log.json", ascii_file))
 
     def same(calls: list[tuple[str, object]]) -> list[tuple[str, object]]:  # a time read now aside
@@ -125,7 +128,7 @@ def test_a_log_files_ascii_bytes_are_read_as_its_text_is_and_anything_else_as_te
     # takes the first two and says what is wrong with the third.
     utf8 = json.dumps({"Records": records}, ensure_ascii=False).encode()
     for raw in (utf8, b"\xef\xbb\xbf" + ascii_file, b'{"Records": [{"eventID": "\xff"}]}', b"[]"):
-        assert log_file_calls("log.json", raw) is None
+        assert log_file_records("log.json", raw) is None
     assert same(documents("log.json", text_of("log.json", utf8))) == same(from_text)
     assert same(documents("log.json", text_of("log.json", b"\xef\xbb\xbf" + ascii_file))) == same(from_text)
     with pytest.raises(InvalidEventError, match="not UTF-8"):

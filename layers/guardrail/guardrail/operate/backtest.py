@@ -252,7 +252,7 @@ RECORD, VERDICT = 0, 1
 
 class Spill:
     """Where a scan puts what the replay may read again of the records it keeps: a record's own JSON, a
-    copy of a few hundred bytes, when the file gave it (a log file); else the verdict itself, which a
+    copy of about a kilobyte, when the file gave it (a log file); else the verdict itself, which a
     helper, unable to send the object, encodes (msgpack, or pickle for what msgpack cannot hold).
 
     `path`: the spill file; None for a helper's, which the helper writes and whose rows the merging

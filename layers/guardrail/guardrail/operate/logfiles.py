@@ -145,22 +145,16 @@ def file_records(
 ) -> tuple[list[tuple[str, object]], list[msgspec.Raw] | None]:
     """file_documents, with each record's own JSON, index for index, when the file took the fast path
     (None otherwise): `record_document` reads one of them again as the file's reading did. A backtest
-    keeps these few hundred bytes of a record it may need again, not the objects parsed from them."""
+    keeps these bytes (about a kilobyte) of a record it may need again, not the objects parsed from them."""
     plain = gunzipped(name, raw)
     read = log_file_records(name, plain)
     return read if read is not None else (as_text(name, decoded(name, plain)), None)
 
 
-def log_file_calls(name: str, plain: bytes) -> list[tuple[str, object]] | None:
-    """documents() of a CloudTrail log file straight from its (gunzipped) bytes, when they are ASCII."""
-    read = log_file_records(name, plain)
-    return read[0] if read is not None else None
-
-
 def log_file_records(name: str, plain: bytes) -> tuple[list[tuple[str, object]], list[msgspec.Raw]] | None:
-    """log_file_calls with the records' own JSON. Straight from the bytes, when they are ASCII: no text
-    copy of a file's megabytes (measured: 23.9 -> 23.5 ms of a 2,000-record file's parse, and 2.4 MB less
-    memory per file). None: read the file as text (text_of, documents), which says what is wrong if it is
+    """documents() of a CloudTrail log file, with each record's own JSON, straight from its (gunzipped)
+    bytes when they are ASCII: no text copy of a file's megabytes (measured: 23.9 -> 23.5 ms of a
+    2,000-record file's parse, and 2.4 MB less memory per file). None: read the file as text (text_of, documents), which says what is wrong if it is
     not UTF-8; ASCII is UTF-8, so either way gives the same documents."""
     if not plain.isascii() or not _LOG_FILE_START_BYTES.match(plain):
         return None
